@@ -1,0 +1,57 @@
+//! Configuration: defaults, then the TOML file named by `BUTTON_CONFIG` (if
+//! any), then `BUTTON_<KEY>` environment variables. Only the keys the binary
+//! knows are read from the environment, so the service and the reducer can
+//! share one environment (`BUTTON_DATABASE_URL` serves both).
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {source}")]
+    File { path: PathBuf, source: Box<figment::Error> },
+    #[error("configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+pub const ENV_PREFIX: &str = "BUTTON_";
+pub const FILE_VAR: &str = "BUTTON_CONFIG";
+
+/// Loads `T` from its defaults, the optional file and the environment.
+pub fn load<T>() -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let defaults = T::default();
+    let keys = keys_of(&defaults);
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = std::env::var_os(FILE_VAR).map(PathBuf::from) {
+        if !path.is_file() {
+            return Err(ConfigError::File {
+                path,
+                source: Box::new(figment::Error::from("file not found".to_owned())),
+            });
+        }
+        // Parse the file alone first so its errors name it.
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(Toml::file_exact(&path))
+            .extract::<T>()
+            .map_err(|e| ConfigError::File { path: path.clone(), source: Box::new(e) })?;
+        figment = figment.merge(Toml::file_exact(&path));
+    }
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    figment
+        .merge(Env::prefixed(ENV_PREFIX).only(&key_refs))
+        .extract()
+        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+fn keys_of<T: Serialize>(value: &T) -> Vec<String> {
+    match figment::value::Value::serialize(value) {
+        Ok(figment::value::Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,100 @@
+//! librdkafka properties that pass through verbatim (`linger.ms`,
+//! `batch.num.messages`, `compression.type`, ...).
+//!
+//! In a TOML file they are a table; in the environment one variable holds
+//! `key=value` pairs separated by commas:
+//! `BUTTON_PRODUCER="linger.ms=5,compression.type=lz4"`.
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    pub fn parse_pairs(text: &str) -> Result<Self, String> {
+        let mut map = BTreeMap::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+            map.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        Ok(KafkaProperties(map))
+    }
+
+    /// Applies the properties over `config`, so they win over the
+    /// binary's own defaults.
+    pub fn apply(&self, config: &mut ClientConfig) {
+        for (k, v) in &self.0 {
+            config.set(k, v);
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for KafkaProperties {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Bool(bool),
+            Int(i64),
+            Float(f64),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Pairs(String),
+            Table(BTreeMap<String, Scalar>),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Pairs(text) => KafkaProperties::parse_pairs(&text).map_err(serde::de::Error::custom),
+            Raw::Table(table) => Ok(KafkaProperties(
+                table
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Scalar::Bool(b) => b.to_string(),
+                            Scalar::Int(i) => i.to_string(),
+                            Scalar::Float(f) => f.to_string(),
+                            Scalar::Text(s) => s,
+                        };
+                        (k, v)
+                    })
+                    .collect(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        props: KafkaProperties,
+    }
+
+    #[test]
+    fn pairs_and_tables_agree() {
+        let from_env = KafkaProperties::parse_pairs("linger.ms=5, compression.type=lz4").expect("pairs");
+        let from_toml: Holder =
+            toml::from_str("[props]\n\"linger.ms\" = 5\n\"compression.type\" = \"lz4\"\n").expect("toml");
+        assert_eq!(from_env, from_toml.props);
+        assert_eq!(from_env.get("linger.ms"), Some("5"));
+    }
+
+    #[test]
+    fn a_pair_without_equals_is_named() {
+        let err = KafkaProperties::parse_pairs("linger.ms").expect_err("not a pair");
+        assert!(err.contains("linger.ms"), "{err}");
+    }
+}

@@ -1,0 +1,85 @@
+//! Every key can be set in the TOML file named by `BUTTON_CONFIG` or as
+//! `BUTTON_<KEY>` in the environment (see the README's table).
+
+use button_infra::KafkaProperties;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the reducer's health and metrics endpoints.
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub redis_url: String,
+    pub redis_channel: String,
+    pub kafka_brokers: String,
+    pub topic: String,
+    /// Where poison records go, with the reason in headers.
+    pub dlq_topic: String,
+    pub group_id: String,
+    /// librdkafka consumer properties, over the reducer's own defaults.
+    pub consumer: KafkaProperties,
+    /// librdkafka properties of the dead-letter producer.
+    pub dlq_producer: KafkaProperties,
+    /// A batch closes at this many records...
+    pub batch_max: usize,
+    /// ...or this long after its first record, whichever comes first.
+    pub batch_linger_ms: u64,
+    /// Commit offsets to Kafka every N persisted batches (0 = not by count).
+    pub commit_every_batches: u64,
+    /// Commit offsets to Kafka at least this often (0 = not by time).
+    pub commit_interval_ms: u64,
+    /// How often an idle reducer checks whether a decay tick is due.
+    pub idle_check_ms: u64,
+    /// Database (or dead-letter) failures are retried this many times with
+    /// exponential backoff; then the reducer exits non-zero.
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A Redis publish gives up after this long (publishing is best effort).
+    pub publish_timeout_ms: u64,
+    pub db_max_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            database_url: "postgres://button@127.0.0.1:5432/button".to_owned(),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_channel: "state_updates:v1".to_owned(),
+            kafka_brokers: "127.0.0.1:9092".to_owned(),
+            topic: "press_button".to_owned(),
+            dlq_topic: "press_button.dlq".to_owned(),
+            group_id: "button-reducer".to_owned(),
+            consumer: KafkaProperties::default(),
+            dlq_producer: KafkaProperties::default(),
+            batch_max: 500,
+            batch_linger_ms: 20,
+            commit_every_batches: 1,
+            commit_interval_ms: 0,
+            idle_check_ms: 100,
+            max_attempts: 8,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5_000,
+            publish_timeout_ms: 500,
+            db_max_connections: 4,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_max == 0 {
+            return Err("batch_max must be at least 1".to_owned());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".to_owned());
+        }
+        if self.commit_every_batches == 0 && self.commit_interval_ms == 0 {
+            return Err("commit_every_batches and commit_interval_ms cannot both be 0".to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! The Button's reducer.
+//!
+//! - [`consumer`]: the Kafka consumer that starts every assigned partition
+//!   from PostgreSQL's offsets.
+//! - [`pipeline`]: collect → fold → persist (one transaction with offsets)
+//!   → publish → commit, with backoff and exactly-once effect.
+//! - [`dlq`]: poison records to the dead-letter topic, with reasons.
+//! - [`publisher`]: best-effort Redis publishing off the hot path.
+
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod pipeline;
+pub mod publisher;
+
+pub use config::Config;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use button_domain::Snapshot;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown` (exit 0) or until persisting fails for good (error).
+pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate().map_err(|e| anyhow::anyhow!("invalid reducer configuration: {e}"))?;
+    let pool = connect_with_retry(&config, &shutdown).await?;
+    let (rules, rules_hash) = button_store::active_ruleset(&pool).await.context("loading the active ruleset")?;
+    let persisted = button_store::latest_snapshot(&pool)
+        .await
+        .context("reading the newest state")?
+        .unwrap_or_else(|| Snapshot::genesis(rules_hash.clone()));
+    tracing::info!(state = persisted.id, counter = persisted.counter, offsets = ?persisted.offsets, rules = %rules_hash, "resuming");
+
+    let shared = Arc::new(consumer::Shared::default());
+    shared.set_applied(&persisted.offsets);
+    let kafka = consumer::create(&config.kafka_brokers, &config.group_id, &config.topic, &config.consumer, shared.clone())
+        .context("creating the Kafka consumer")?;
+    let dead_letters = dlq::DeadLetters::new(&config.kafka_brokers, &config.topic, &config.dlq_topic, &config.dlq_producer)
+        .context("creating the dead-letter producer")?;
+
+    let (published, published_rx) = watch::channel(None);
+    let publisher_stop = CancellationToken::new();
+    let publisher = tokio::spawn(publisher::run(
+        config.redis_url.clone(),
+        config.redis_channel.clone(),
+        Duration::from_millis(config.publish_timeout_ms),
+        published_rx,
+        publisher_stop.clone(),
+    ));
+
+    let http_stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    tracing::info!(address = %listener.local_addr()?, "health and metrics listening");
+    let http = tokio::spawn({
+        let stop = http_stop.clone();
+        async move {
+            axum::serve(listener, router(metrics)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        }
+    });
+
+    let reducer = pipeline::Reducer {
+        config,
+        pool,
+        rules,
+        rules_hash,
+        consumer: kafka,
+        shared,
+        dead_letters,
+        published,
+        persisted,
+    };
+    let outcome = reducer.run(shutdown).await;
+    publisher_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+    http_stop.cancel();
+    let _ = http.await;
+    outcome.context("reducer stopped")
+}
+
+async fn connect_with_retry(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<sqlx::PgPool> {
+    let mut delay = Duration::from_millis(config.backoff_initial_ms);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match button_store::connect(&config.database_url, config.db_max_connections, Duration::from_secs(3)).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if attempt < config.max_attempts && e.is_transient() => {
+                tracing::warn!(error = %e, attempt, "PostgreSQL not reachable yet");
+            }
+            Err(e) => return Err(e).context("connecting to PostgreSQL"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("shut down while connecting to PostgreSQL"),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(config.backoff_max_ms));
+    }
+}
+
+fn router(metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { (StatusCode::OK, "ok") }))
+        .route("/health/ready", get(|| async { (StatusCode::OK, "ready") }))
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+}

@@ -1,0 +1,302 @@
+//! The reducer loop: collect a batch, fold it, persist it with its offsets
+//! in one transaction, then publish and commit to Kafka.
+//!
+//! The order is the exactly-once argument: a record's effect and its offset
+//! reach PostgreSQL together; Kafka offsets and Redis only ever follow what
+//! is already there; after a crash, assignment starts from PostgreSQL's
+//! offsets. A record at or below the applied offset is never folded again.
+
+use crate::Config;
+use crate::consumer::{self, ReducerConsumer, Shared};
+use crate::dlq::{DeadLetters, Poison};
+use button_domain::{PressEvent, PressRecord, Ruleset, Snapshot, State, apply_batch, apply_tick};
+use button_store::{BatchInfo, Error as StoreError};
+use rdkafka::Message;
+use rdkafka::consumer::CommitMode;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReducerError {
+    #[error("gave up after {attempts} attempts to persist a batch: {last}")]
+    PersistFailed { attempts: u32, last: String },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// A batch in hand: decoded presses and poison records, in arrival order
+/// per partition.
+#[derive(Default)]
+struct Batch {
+    presses: Vec<PressEvent>,
+    poison: Vec<Poison>,
+    first_event_ms: Option<i64>,
+    last_event_ms: Option<i64>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.presses.len() + self.poison.len()
+    }
+}
+
+pub struct Reducer {
+    pub config: Config,
+    pub pool: PgPool,
+    pub rules: Ruleset,
+    pub rules_hash: String,
+    pub consumer: ReducerConsumer,
+    pub shared: Arc<Shared>,
+    pub dead_letters: DeadLetters,
+    pub published: watch::Sender<Option<Arc<Snapshot>>>,
+    /// The newest snapshot known to be in PostgreSQL.
+    pub persisted: Snapshot,
+}
+
+impl Reducer {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ReducerError> {
+        let linger = Duration::from_millis(self.config.batch_linger_ms);
+        let idle_check = Duration::from_millis(self.config.idle_check_ms.max(1));
+        let mut batches_since_commit = 0u64;
+        let mut last_commit = Instant::now();
+        self.shared.set_applied(&self.persisted.offsets);
+
+        while !shutdown.is_cancelled() {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = tokio::time::timeout(idle_check, self.consumer.recv()) => m,
+            };
+            let mut batch = Batch::default();
+            match first {
+                Err(_) => {
+                    self.report_lag();
+                    self.tick_if_due().await?;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Ok(Ok(message)) => self.take(&mut batch, &message),
+            }
+            let decode_started = Instant::now();
+            let deadline = tokio::time::Instant::now() + linger;
+            while batch.len() < self.config.batch_max {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Err(_) => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                    Ok(Ok(message)) => self.take(&mut batch, &message),
+                }
+            }
+            metrics::histogram!("reducer_stage_duration_seconds", "stage" => "collect")
+                .record(decode_started.elapsed().as_secs_f64());
+
+            if self.shared.take_reassigned() {
+                // Partitions moved while collecting: what we hold may belong
+                // to another member now. Start over from the database.
+                tracing::info!(dropped = batch.len(), "rebalance during a batch: reloading");
+                self.reload().await?;
+                continue;
+            }
+            if batch.len() == 0 {
+                continue;
+            }
+            if self.persist(batch).await? {
+                batches_since_commit += 1;
+                let by_count = self.config.commit_every_batches > 0
+                    && batches_since_commit >= self.config.commit_every_batches;
+                let by_time = self.config.commit_interval_ms > 0
+                    && last_commit.elapsed() >= Duration::from_millis(self.config.commit_interval_ms);
+                if by_count || by_time {
+                    self.commit(CommitMode::Async);
+                    batches_since_commit = 0;
+                    last_commit = Instant::now();
+                }
+            }
+            self.report_lag();
+        }
+
+        // SIGTERM: the batch in hand was persisted above; commit and leave.
+        self.commit(CommitMode::Sync);
+        use rdkafka::consumer::Consumer;
+        self.consumer.unsubscribe();
+        tracing::info!(state = self.persisted.id, counter = self.persisted.counter, "reducer stopped");
+        Ok(())
+    }
+
+    fn take(&self, batch: &mut Batch, message: &rdkafka::message::BorrowedMessage<'_>) {
+        let (partition, offset) = (message.partition(), message.offset());
+        // Exactly once: never fold a record the database already has.
+        if let Some(&applied) = self.persisted.offsets.get(&partition) {
+            if offset <= applied {
+                metrics::counter!("reducer_records_skipped_total").increment(1);
+                return;
+            }
+            if offset > applied + 1 && batch_last_offset(batch, partition).is_none() {
+                metrics::counter!("reducer_offset_gaps_total").increment(1);
+                tracing::debug!(partition, expected = applied + 1, got = offset, "offset gap");
+            }
+        }
+        metrics::counter!("reducer_records_total").increment(1);
+        match PressRecord::decode(message.payload()) {
+            Ok(record) => {
+                batch.first_event_ms.get_or_insert(record.accepted_at_ms);
+                batch.last_event_ms = Some(record.accepted_at_ms);
+                batch.presses.push(PressEvent { accepted_at_ms: record.accepted_at_ms, partition, offset });
+            }
+            Err(e) => batch.poison.push(Poison {
+                partition,
+                offset,
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec),
+                reason: e.code(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Folds and persists a batch. Returns false when another writer got
+    /// there first (the batch is dropped and the consumer rewound).
+    async fn persist(&mut self, batch: Batch) -> Result<bool, ReducerError> {
+        let apply_started = Instant::now();
+        let mut state = apply_batch(self.persisted.state(), &batch.presses, &self.rules);
+        for p in &batch.poison {
+            state.skip_record(p.partition, p.offset);
+        }
+        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "apply")
+            .record(apply_started.elapsed().as_secs_f64());
+        let info = BatchInfo {
+            batch_size: batch.len() as i64,
+            first_event_ms: batch.first_event_ms,
+            last_event_ms: batch.last_event_ms,
+        };
+        metrics::histogram!("reducer_batch_size").record(batch.len() as f64);
+        self.write(state, info, &batch.poison).await
+    }
+
+    async fn tick_if_due(&mut self) -> Result<(), ReducerError> {
+        let now = now_ms();
+        let state = self.persisted.state();
+        if !state.tick_due(now, &self.rules) {
+            return Ok(());
+        }
+        let ticked = apply_tick(state, now, &self.rules);
+        if self.write(ticked, BatchInfo::default(), &[]).await? {
+            metrics::counter!("reducer_ticks_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Dead letters first, then one transaction; retried with exponential
+    /// backoff. Nothing reaches Kafka or Redis before the commit.
+    async fn write(&mut self, state: State, info: BatchInfo, poison: &[Poison]) -> Result<bool, ReducerError> {
+        let mut delay = Duration::from_millis(self.config.backoff_initial_ms);
+        let max_delay = Duration::from_millis(self.config.backoff_max_ms);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.try_write(&state, info, poison).await;
+            match outcome {
+                Ok(snapshot) => {
+                    self.persisted = snapshot.clone();
+                    self.shared.set_applied(&snapshot.offsets);
+                    metrics::gauge!("reducer_state_id").set(snapshot.id as f64);
+                    metrics::gauge!("reducer_counter").set(snapshot.counter as f64);
+                    metrics::counter!("reducer_presses_total").increment(
+                        (info.batch_size as u64).saturating_sub(poison.len() as u64),
+                    );
+                    self.published.send_replace(Some(Arc::new(snapshot)));
+                    return Ok(true);
+                }
+                Err(WriteError::Store(StoreError::Conflict { parent_id })) => {
+                    metrics::counter!("reducer_conflicts_total").increment(1);
+                    tracing::warn!(parent_id, "another writer appended first: reloading");
+                    self.reload().await?;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    metrics::counter!("reducer_write_retries_total").increment(1);
+                    if attempt >= self.config.max_attempts {
+                        return Err(ReducerError::PersistFailed { attempts: attempt, last: e.to_string() });
+                    }
+                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "persisting failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(max_delay);
+                }
+            }
+        }
+    }
+
+    async fn try_write(&self, state: &State, info: BatchInfo, poison: &[Poison]) -> Result<Snapshot, WriteError> {
+        if !poison.is_empty() {
+            self.dead_letters.send_all(poison).await.map_err(WriteError::DeadLetter)?;
+        }
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let snapshot = button_store::append_snapshot(&mut tx, self.persisted.id, state, &self.rules_hash, info).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db").record(started.elapsed().as_secs_f64());
+        Ok(snapshot)
+    }
+
+    /// Takes the newest snapshot from PostgreSQL and rewinds the consumer
+    /// to its offsets.
+    async fn reload(&mut self) -> Result<(), ReducerError> {
+        if let Some(latest) = button_store::latest_snapshot(&self.pool).await? {
+            self.persisted = latest;
+        }
+        self.shared.set_applied(&self.persisted.offsets);
+        consumer::rewind(&self.consumer, &self.shared)?;
+        Ok(())
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let started = Instant::now();
+        match consumer::commit(&self.consumer, &self.config.topic, &self.persisted.offsets, mode) {
+            Ok(0) => {}
+            Ok(_) => metrics::counter!("reducer_kafka_commits_total").increment(1),
+            Err(e) => {
+                metrics::counter!("reducer_kafka_commit_failures_total").increment(1);
+                tracing::warn!(error = %e, "committing offsets to Kafka failed (PostgreSQL still has them)");
+            }
+        }
+        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "commit")
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    fn report_lag(&self) {
+        let lag = self.shared.lag();
+        let total: i64 = lag.values().sum();
+        for (partition, value) in lag {
+            metrics::gauge!("reducer_consumer_lag", "partition" => partition.to_string()).set(value as f64);
+        }
+        metrics::gauge!("reducer_consumer_lag_total").set(total as f64);
+    }
+}
+
+fn batch_last_offset(batch: &Batch, partition: i32) -> Option<i64> {
+    let press = batch.presses.iter().rev().find(|p| p.partition == partition).map(|p| p.offset);
+    let poison = batch.poison.iter().rev().find(|p| p.partition == partition).map(|p| p.offset);
+    press.max(poison)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("dead-letter topic: {0}")]
+    DeadLetter(rdkafka::error::KafkaError),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,60 @@
+//! Every key can be set in the TOML file named by `BUTTON_CONFIG` or as
+//! `BUTTON_<KEY>` in the environment (see the README's table).
+
+use button_infra::KafkaProperties;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds (port 0 picks a free one).
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub redis_url: String,
+    /// Redis channel the reducer publishes states on.
+    pub redis_channel: String,
+    /// Kafka bootstrap servers.
+    pub kafka_brokers: String,
+    pub topic: String,
+    /// librdkafka producer properties, over the service's own defaults.
+    pub producer: KafkaProperties,
+    /// A press is answered within this deadline: 202 after the broker's
+    /// acknowledgement, 503 otherwise. Also librdkafka's `message.timeout.ms`.
+    pub produce_timeout_ms: u64,
+    /// Largest accepted press body.
+    pub max_body_bytes: usize,
+    /// SSE connections past this number get 503.
+    pub sse_max_clients: usize,
+    pub sse_keepalive_ms: u64,
+    /// How often to read the newest state from PostgreSQL while Redis is down.
+    pub db_poll_ms: u64,
+    /// How often to check PostgreSQL while Redis is up (catches a publish
+    /// the reducer could not make).
+    pub db_safety_poll_ms: u64,
+    pub db_max_connections: u32,
+    /// How long SIGTERM waits for in-flight requests before closing.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "postgres://button@127.0.0.1:5432/button".to_owned(),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_channel: "state_updates:v1".to_owned(),
+            kafka_brokers: "127.0.0.1:9092".to_owned(),
+            topic: "press_button".to_owned(),
+            producer: KafkaProperties::default(),
+            produce_timeout_ms: 5_000,
+            max_body_bytes: 1_024,
+            sse_max_clients: 10_000,
+            sse_keepalive_ms: 15_000,
+            db_poll_ms: 250,
+            db_safety_poll_ms: 2_000,
+            db_max_connections: 8,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}

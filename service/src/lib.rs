@@ -1,0 +1,150 @@
+//! The Button's HTTP API.
+//!
+//! - [`routes::press`]: `POST /v1/events/press` → Kafka (`acks=all`,
+//!   idempotent), 202 with partition and offset after the broker's ack.
+//! - [`routes::states`]: the newest state from memory, and its SSE stream.
+//! - [`feed`]: one Redis subscription per process, PostgreSQL while Redis
+//!   is down.
+//! - [`error`]: the one failure-to-response mapping.
+//!
+//! [`run`] binds, serves until the shutdown token fires, then drains.
+
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod producer;
+pub mod routes;
+
+pub use config::Config;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{get, post};
+use button_domain::Snapshot;
+use error::ApiError;
+use metrics_exporter_prometheus::PrometheusHandle;
+use producer::PressProducer;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub producer: PressProducer,
+    pub pool: PgPool,
+    pub current: feed::Current,
+    pub sse_clients: Arc<AtomicUsize>,
+    pub redis_up: Arc<AtomicBool>,
+    pub metrics: PrometheusHandle,
+    pub shutdown: CancellationToken,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events/press", post(routes::press::press))
+        .route("/v1/states/current", get(routes::states::current))
+        .route("/v1/states/stream", get(routes::states::stream))
+        .route("/health", get(routes::health::health))
+        .route("/health/live", get(routes::health::live))
+        .route("/health/ready", get(routes::health::ready))
+        .route("/metrics", get(|axum::extract::State(s): axum::extract::State<AppState>| async move { s.metrics.render() }))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Connects to PostgreSQL, Kafka and Redis, serves HTTP until `shutdown`.
+pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    serve(listener, config, metrics, shutdown).await
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = button_store::connect(&config.database_url, config.db_max_connections, Duration::from_secs(3))
+        .await
+        .context("connecting to PostgreSQL")?;
+    let genesis = match button_store::latest_snapshot(&pool).await.context("reading the newest state")? {
+        Some(snapshot) => snapshot,
+        None => Snapshot::genesis(button_store::active_ruleset(&pool).await.context("reading the ruleset")?.1),
+    };
+    let deadline = Duration::from_millis(config.produce_timeout_ms);
+    let producer = PressProducer::new(&config.kafka_brokers, &config.topic, deadline, &config.producer)
+        .context("creating the Kafka producer")?;
+    wait_for_topic(&producer, &shutdown).await?;
+
+    let (tx, current) = watch::channel(Arc::new(genesis));
+    let redis_up = Arc::new(AtomicBool::new(false));
+    let feed_config = feed::FeedConfig {
+        redis_url: config.redis_url.clone(),
+        channel: config.redis_channel.clone(),
+        db_poll: Duration::from_millis(config.db_poll_ms),
+        db_safety_poll: Duration::from_millis(config.db_safety_poll_ms),
+    };
+    let feed = tokio::spawn(feed::run(pool.clone(), feed_config, tx, redis_up.clone(), shutdown.clone()));
+
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let state = AppState {
+        config: Arc::new(config),
+        producer,
+        pool,
+        current,
+        sse_clients: Arc::new(AtomicUsize::new(0)),
+        redis_up,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
+    });
+    let server = tokio::spawn(server.into_future());
+    shutdown.cancelled().await;
+    // In-flight presses get the grace period; SSE streams end at once.
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.context("server task")?.context("serving HTTP")?,
+        Err(_) => tracing::warn!("requests still open after the grace period; closing"),
+    }
+    let _ = feed.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_topic(producer: &PressProducer, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut attempt = 0u32;
+    loop {
+        let p = producer.clone();
+        let checked = tokio::task::spawn_blocking(move || p.check_topic(Duration::from_secs(2))).await?;
+        match checked {
+            Ok(partitions) => {
+                tracing::info!(partitions, "topic ready");
+                return Ok(());
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt % 5 == 1 {
+                    tracing::warn!(error = %e, "waiting for the broker and the topic");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("shut down before the broker was reachable"),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The press producer: idempotent, `acks=all`, bounded in time, and aware
+//! of whether any broker is reachable so a press fails fast when none is.
+
+use crate::error::ApiError;
+use button_infra::KafkaProperties;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::util::Timeout;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Whether librdkafka can currently reach a broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHealth(Arc<AtomicBool>);
+
+impl BrokerHealth {
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub struct HealthContext {
+    up: Arc<AtomicBool>,
+}
+
+impl ClientContext for HealthContext {
+    // librdkafka's statistics say, once a second, which brokers are UP.
+    fn stats(&self, stats: Statistics) {
+        let any_up = stats.brokers.values().any(|b| b.state == "UP");
+        if self.up.swap(any_up, Ordering::Relaxed) != any_up {
+            tracing::info!(up = any_up, "broker reachability changed");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+            self.up.store(false, Ordering::Relaxed);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for HealthContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+#[derive(Clone)]
+pub struct PressProducer {
+    producer: FutureProducer<HealthContext>,
+    topic: Arc<str>,
+    deadline: Duration,
+    health: BrokerHealth,
+}
+
+/// Where the broker stored a record.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl PressProducer {
+    pub fn new(brokers: &str, topic: &str, deadline: Duration, extra: &KafkaProperties) -> Result<Self, KafkaError> {
+        let up = Arc::new(AtomicBool::new(true));
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("client.id", "button-service")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", deadline.as_millis().to_string())
+            .set("linger.ms", "1")
+            .set("statistics.interval.ms", "1000")
+            .set("reconnect.backoff.max.ms", "1000");
+        extra.apply(&mut config);
+        let producer = config.create_with_context(HealthContext { up: up.clone() })?;
+        Ok(PressProducer { producer, topic: topic.into(), deadline, health: BrokerHealth(up) })
+    }
+
+    pub fn health(&self) -> BrokerHealth {
+        self.health.clone()
+    }
+
+    /// Produces one record and waits for the broker's acknowledgement, never
+    /// longer than the deadline.
+    pub async fn send(&self, key: &str, payload: &[u8]) -> Result<Stored, ApiError> {
+        if !self.health.is_up() {
+            return Err(ApiError::BrokerUnavailable("no broker is reachable".to_owned()));
+        }
+        let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        // A full local queue is answered at once rather than waited on.
+        let send = self.producer.send(record, Timeout::After(Duration::ZERO));
+        match tokio::time::timeout(self.deadline, send).await {
+            Err(_) => Err(ApiError::BrokerUnavailable(format!(
+                "no acknowledgement within {} ms",
+                self.deadline.as_millis()
+            ))),
+            Ok(Ok(delivery)) => Ok(Stored { partition: delivery.partition, offset: delivery.offset }),
+            Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))) => Err(ApiError::QueueFull),
+            Ok(Err((error, _))) => Err(ApiError::BrokerUnavailable(error.to_string())),
+        }
+    }
+
+    /// Fetches the topic's metadata: proves a broker answers and the topic
+    /// exists. Blocking; call from a blocking thread.
+    pub fn check_topic(&self, timeout: Duration) -> Result<usize, String> {
+        use rdkafka::producer::Producer;
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| e.to_string())?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == &*self.topic)
+            .ok_or_else(|| format!("topic {} not in metadata", self.topic))?;
+        if let Some(err) = topic.error() {
+            return Err(format!("topic {}: {:?}", self.topic, err));
+        }
+        Ok(topic.partitions().len())
+    }
+}

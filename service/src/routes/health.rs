@@ -1,0 +1,44 @@
+//! `/health` checks every dependency; `/health/live` says the process
+//! answers; `/health/ready` says it can take presses.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+    let broker = app.producer.health().is_up();
+    let ready = broker && !app.shutdown.is_cancelled();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "status": if ready { "ready" } else { "not_ready" }, "broker": broker })))
+}
+
+pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
+    let timeout = Duration::from_secs(1);
+    let postgres = matches!(
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&app.pool)).await,
+        Ok(Ok(_))
+    );
+    let broker = app.producer.health().is_up();
+    let redis = app.redis_up.load(Ordering::Relaxed);
+    let all = postgres && broker && redis;
+    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let word = |ok: bool| if ok { "up" } else { "down" };
+    (
+        status,
+        Json(json!({
+            "status": if all { "ok" } else { "degraded" },
+            "checks": { "postgres": word(postgres), "redis": word(redis), "broker": word(broker) },
+            "state_id": app.current.borrow().id,
+            "sse_clients": app.sse_clients.load(Ordering::Relaxed),
+        })),
+    )
+}
