@@ -9,7 +9,11 @@ fn fold(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply_batch");
     for size in [1usize, 100, 10_000] {
         let events: Vec<PressEvent> = (0..size as i64)
-            .map(|i| PressEvent { accepted_at_ms: 1_700_000_000_000 + i * 7, partition: (i % 4) as i32, offset: i })
+            .map(|i| PressEvent {
+                accepted_at_ms: 1_700_000_000_000 + i * 7,
+                partition: (i % 4) as i32,
+                offset: i,
+            })
             .collect();
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &events, |b, events| {
@@ -20,7 +24,12 @@ fn fold(c: &mut Criterion) {
 }
 
 fn decode(c: &mut Criterion) {
-    let raw = button_domain::PressRecord::new("0b1c6f9e-3f7a-4a39-9a43-4c1f1f6f8e11".into(), "client-17".into(), 1_700_000_000_000).encode();
+    let raw = button_domain::PressRecord::new(
+        "0b1c6f9e-3f7a-4a39-9a43-4c1f1f6f8e11".into(),
+        "client-17".into(),
+        1_700_000_000_000,
+    )
+    .encode();
     c.bench_function("press_record_decode", |b| {
         b.iter(|| button_domain::PressRecord::decode(Some(black_box(&raw))))
     });

@@ -18,6 +18,6 @@ pub mod snapshot;
 pub mod state;
 
 pub use record::{DecodeError, PressRecord, RECORD_VERSION};
-pub use rules::{Phase, PerPhase, Ruleset, RulesetError, Thresholds};
+pub use rules::{PerPhase, Phase, Ruleset, RulesetError, Thresholds};
 pub use snapshot::Snapshot;
 pub use state::{PressEvent, State, Tick, apply_batch, apply_tick};

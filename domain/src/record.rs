@@ -51,7 +51,13 @@ impl DecodeError {
 
 impl PressRecord {
     pub fn new(request_id: String, client: String, accepted_at_ms: i64) -> Self {
-        PressRecord { v: RECORD_VERSION, request_id, kind: "press".to_owned(), client, accepted_at_ms }
+        PressRecord {
+            v: RECORD_VERSION,
+            request_id,
+            kind: "press".to_owned(),
+            client,
+            accepted_at_ms,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -71,12 +77,20 @@ impl PressRecord {
         match object.get("v").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(RECORD_VERSION) => {}
             Some(v) => return Err(DecodeError::UnknownVersion(v)),
-            None => return Err(DecodeError::InvalidField("`v` must be an unsigned integer".to_owned())),
+            None => {
+                return Err(DecodeError::InvalidField(
+                    "`v` must be an unsigned integer".to_owned(),
+                ));
+            }
         }
         match object.get("kind").and_then(|k| k.as_str()) {
             Some("press") => {}
             Some(other) => return Err(DecodeError::UnknownKind(other.to_owned())),
-            None => return Err(DecodeError::InvalidField("`kind` must be a string".to_owned())),
+            None => {
+                return Err(DecodeError::InvalidField(
+                    "`kind` must be a string".to_owned(),
+                ));
+            }
         }
         serde_json::from_value(value).map_err(|e| DecodeError::InvalidField(e.to_string()))
     }
@@ -106,7 +120,10 @@ mod tests {
             (b"[1]", "malformed_json"),
             (br#"{"v":2,"kind":"press"}"#, "unknown_version"),
             (br#"{"v":1,"kind":"unpress"}"#, "unknown_kind"),
-            (br#"{"v":1,"kind":"press","request_id":"r"}"#, "invalid_field"),
+            (
+                br#"{"v":1,"kind":"press","request_id":"r"}"#,
+                "invalid_field",
+            ),
         ];
         for (raw, code) in cases {
             let err = PressRecord::decode(Some(raw)).expect_err("poison");

@@ -98,7 +98,10 @@ pub struct Ruleset {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RulesetError {
     #[error("ruleset field `{field}` is out of range: {reason}")]
-    OutOfRange { field: &'static str, reason: &'static str },
+    OutOfRange {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("unknown phase `{0}`")]
     UnknownPhase(String),
 }
@@ -109,9 +112,23 @@ impl Default for Ruleset {
         Ruleset {
             entropy_alpha: 0.1,
             max_rate_for_entropy: 10.0,
-            thresholds: Thresholds { warm: 0.25, hot: 0.5, chaos: 0.75 },
-            cooldown_base_ms: PerPhase { calm: 1000, warm: 2000, hot: 5000, chaos: 5000 },
-            reveal_ms: PerPhase { calm: 5000, warm: 10000, hot: 30000, chaos: 30000 },
+            thresholds: Thresholds {
+                warm: 0.25,
+                hot: 0.5,
+                chaos: 0.75,
+            },
+            cooldown_base_ms: PerPhase {
+                calm: 1000,
+                warm: 2000,
+                hot: 5000,
+                chaos: 5000,
+            },
+            reveal_ms: PerPhase {
+                calm: 5000,
+                warm: 10000,
+                hot: 30000,
+                chaos: 30000,
+            },
             tick_interval_ms: 1000,
             entropy_floor: 0.001,
         }
@@ -123,7 +140,11 @@ impl Ruleset {
 
     pub fn validate(&self) -> Result<(), RulesetError> {
         let range = |ok: bool, field, reason| {
-            if ok { Ok(()) } else { Err(RulesetError::OutOfRange { field, reason }) }
+            if ok {
+                Ok(())
+            } else {
+                Err(RulesetError::OutOfRange { field, reason })
+            }
         };
         range(
             self.entropy_alpha > 0.0 && self.entropy_alpha <= 1.0,
@@ -141,8 +162,13 @@ impl Ruleset {
             "thresholds",
             "must satisfy 0 < warm < hot < chaos <= 1",
         )?;
-        let non_negative = |p: PerPhase<i64>| p.calm >= 0 && p.warm >= 0 && p.hot >= 0 && p.chaos >= 0;
-        range(non_negative(self.cooldown_base_ms), "cooldown_base_ms", "must be >= 0")?;
+        let non_negative =
+            |p: PerPhase<i64>| p.calm >= 0 && p.warm >= 0 && p.hot >= 0 && p.chaos >= 0;
+        range(
+            non_negative(self.cooldown_base_ms),
+            "cooldown_base_ms",
+            "must be >= 0",
+        )?;
         range(non_negative(self.reveal_ms), "reveal_ms", "must be >= 0")?;
         range(self.tick_interval_ms > 0, "tick_interval_ms", "must be > 0")?;
         range(
@@ -258,9 +284,21 @@ mod tests {
     fn invalid_rulesets_name_the_field() {
         let mut r = Ruleset::default();
         r.thresholds.hot = 0.9;
-        assert!(matches!(r.validate(), Err(RulesetError::OutOfRange { field: "thresholds", .. })));
+        assert!(matches!(
+            r.validate(),
+            Err(RulesetError::OutOfRange {
+                field: "thresholds",
+                ..
+            })
+        ));
         let mut r = Ruleset::default();
         r.entropy_alpha = 0.0;
-        assert!(matches!(r.validate(), Err(RulesetError::OutOfRange { field: "entropy_alpha", .. })));
+        assert!(matches!(
+            r.validate(),
+            Err(RulesetError::OutOfRange {
+                field: "entropy_alpha",
+                ..
+            })
+        ));
     }
 }

@@ -74,7 +74,9 @@ impl Snapshot {
 
     /// Whether the record at (partition, offset) is folded into this state.
     pub fn covers(&self, partition: i32, offset: i64) -> bool {
-        self.offsets.get(&partition).is_some_and(|&applied| applied >= offset)
+        self.offsets
+            .get(&partition)
+            .is_some_and(|&applied| applied >= offset)
     }
 }
 

@@ -84,17 +84,29 @@ impl State {
                 (1.0 / dt_s).min(rules.max_rate_for_entropy) / rules.max_rate_for_entropy
             }
         };
-        self.set_entropy((1.0 - rules.entropy_alpha) * self.entropy + rules.entropy_alpha * intensity, rules);
-        let reveal = event.accepted_at_ms.saturating_add(rules.reveal_ms.get(self.phase));
+        self.set_entropy(
+            (1.0 - rules.entropy_alpha) * self.entropy + rules.entropy_alpha * intensity,
+            rules,
+        );
+        let reveal = event
+            .accepted_at_ms
+            .saturating_add(rules.reveal_ms.get(self.phase));
         self.reveal_until_ms = self.reveal_until_ms.max(reveal);
         // Presses from several partitions interleave; time never runs back.
-        self.last_press_ms = Some(self.last_press_ms.map_or(event.accepted_at_ms, |l| l.max(event.accepted_at_ms)));
+        self.last_press_ms = Some(
+            self.last_press_ms
+                .map_or(event.accepted_at_ms, |l| l.max(event.accepted_at_ms)),
+        );
         self.counter += 1;
         self.skip_record(event.partition, event.offset);
     }
 
     fn set_entropy(&mut self, entropy: f64, rules: &Ruleset) {
-        self.entropy = if entropy.is_nan() { 0.0 } else { entropy.clamp(0.0, 1.0) };
+        self.entropy = if entropy.is_nan() {
+            0.0
+        } else {
+            entropy.clamp(0.0, 1.0)
+        };
         self.phase = rules.phase_for(self.entropy);
         self.cooldown_ms = rules.cooldown_ms(self.phase, self.entropy);
     }
@@ -129,7 +141,11 @@ mod tests {
     use super::*;
 
     fn press(ms: i64, offset: i64) -> PressEvent {
-        PressEvent { accepted_at_ms: ms, partition: 0, offset }
+        PressEvent {
+            accepted_at_ms: ms,
+            partition: 0,
+            offset,
+        }
     }
 
     #[test]
@@ -169,11 +185,19 @@ mod tests {
     fn ticks_wait_for_the_cooldown_then_decay_to_zero() {
         let rules = Ruleset::default();
         let s = apply_batch(State::default(), &[press(0, 0)], &rules);
-        assert_eq!(apply_tick(s.clone(), s.cooldown_ms - 1, &rules), s, "not idle yet");
+        assert_eq!(
+            apply_tick(s.clone(), s.cooldown_ms - 1, &rules),
+            s,
+            "not idle yet"
+        );
         let t1 = apply_tick(s.clone(), s.cooldown_ms, &rules);
         assert!(t1.entropy < s.entropy);
         assert_eq!(t1.last_tick_ms, Some(s.cooldown_ms));
-        assert_eq!(apply_tick(t1.clone(), s.cooldown_ms + 999, &rules), t1, "one tick per interval");
+        assert_eq!(
+            apply_tick(t1.clone(), s.cooldown_ms + 999, &rules),
+            t1,
+            "one tick per interval"
+        );
         let mut state = t1;
         let mut now = s.cooldown_ms;
         for _ in 0..200 {
@@ -181,7 +205,10 @@ mod tests {
             state = apply_tick(state, now, &rules);
         }
         assert_eq!(state.entropy, 0.0);
-        assert!(!state.tick_due(now + 1_000_000, &rules), "decay ends at zero");
+        assert!(
+            !state.tick_due(now + 1_000_000, &rules),
+            "decay ends at zero"
+        );
         assert_eq!(state.counter, 1);
     }
 

@@ -13,7 +13,11 @@ fn events() -> impl Strategy<Value = Vec<PressEvent>> {
                 ts += gap;
                 let offset = next[partition as usize];
                 next[partition as usize] += 1;
-                PressEvent { accepted_at_ms: ts, partition, offset }
+                PressEvent {
+                    accepted_at_ms: ts,
+                    partition,
+                    offset,
+                }
             })
             .collect()
     })

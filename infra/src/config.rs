@@ -12,7 +12,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {path}: {source}")]
-    File { path: PathBuf, source: Box<figment::Error> },
+    File {
+        path: PathBuf,
+        source: Box<figment::Error>,
+    },
     #[error("configuration: {0}")]
     Invalid(Box<figment::Error>),
 }
@@ -39,7 +42,10 @@ where
         Figment::from(Serialized::defaults(T::default()))
             .merge(Toml::file_exact(&path))
             .extract::<T>()
-            .map_err(|e| ConfigError::File { path: path.clone(), source: Box::new(e) })?;
+            .map_err(|e| ConfigError::File {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
         figment = figment.merge(Toml::file_exact(&path));
     }
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();

@@ -55,7 +55,9 @@ impl<'de> Deserialize<'de> for KafkaProperties {
             Table(BTreeMap<String, Scalar>),
         }
         match Raw::deserialize(deserializer)? {
-            Raw::Pairs(text) => KafkaProperties::parse_pairs(&text).map_err(serde::de::Error::custom),
+            Raw::Pairs(text) => {
+                KafkaProperties::parse_pairs(&text).map_err(serde::de::Error::custom)
+            }
             Raw::Table(table) => Ok(KafkaProperties(
                 table
                     .into_iter()
@@ -85,9 +87,11 @@ mod tests {
 
     #[test]
     fn pairs_and_tables_agree() {
-        let from_env = KafkaProperties::parse_pairs("linger.ms=5, compression.type=lz4").expect("pairs");
+        let from_env =
+            KafkaProperties::parse_pairs("linger.ms=5, compression.type=lz4").expect("pairs");
         let from_toml: Holder =
-            toml::from_str("[props]\n\"linger.ms\" = 5\n\"compression.type\" = \"lz4\"\n").expect("toml");
+            toml::from_str("[props]\n\"linger.ms\" = 5\n\"compression.type\" = \"lz4\"\n")
+                .expect("toml");
         assert_eq!(from_env, from_toml.props);
         assert_eq!(from_env.get("linger.ms"), Some("5"));
     }

@@ -5,6 +5,13 @@ use button_infra::KafkaProperties;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    Manual,
+    Group,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -18,6 +25,15 @@ pub struct Config {
     /// Where poison records go, with the reason in headers.
     pub dlq_topic: String,
     pub group_id: String,
+    /// `manual`: this reducer reads every partition of the topic itself
+    /// (the global state has one writer; a second reducer is a standby that
+    /// loses every write race). `group`: partitions come from the Kafka
+    /// consumer group, each assignment starting at PostgreSQL's offsets.
+    pub assignment: Assignment,
+    /// Static group membership (`group.instance.id`): a restarted reducer
+    /// takes its partitions back at once instead of waiting for the session
+    /// timeout. Give each instance its own; empty = dynamic membership.
+    pub group_instance_id: String,
     /// librdkafka consumer properties, over the reducer's own defaults.
     pub consumer: KafkaProperties,
     /// librdkafka properties of the dead-letter producer.
@@ -53,6 +69,8 @@ impl Default for Config {
             topic: "press_button".to_owned(),
             dlq_topic: "press_button.dlq".to_owned(),
             group_id: "button-reducer".to_owned(),
+            assignment: Assignment::Manual,
+            group_instance_id: "button-reducer-0".to_owned(),
             consumer: KafkaProperties::default(),
             dlq_producer: KafkaProperties::default(),
             batch_max: 500,

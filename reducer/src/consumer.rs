@@ -37,8 +37,16 @@ impl Shared {
 
     /// Records between the persisted offsets and the high watermark.
     pub fn lag(&self) -> BTreeMap<i32, i64> {
-        let applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let high = self.high_watermarks.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let high = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         high.into_iter()
             .map(|(p, hw)| (p, (hw - applied.get(&p).map_or(0, |o| o + 1)).max(0)))
             .collect()
@@ -46,7 +54,12 @@ impl Shared {
 
     /// Where each partition should start: right after its applied offset.
     pub fn start_offset(&self, partition: i32) -> Offset {
-        match self.applied.lock().unwrap_or_else(PoisonError::into_inner).get(&partition) {
+        match self
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&partition)
+        {
             Some(o) => Offset::Offset(o + 1),
             None => Offset::Beginning,
         }
@@ -60,8 +73,14 @@ pub struct ReducerContext {
 
 impl ClientContext for ReducerContext {
     fn stats(&self, stats: Statistics) {
-        let Some(topic) = stats.topics.get(&self.topic) else { return };
-        let mut high = self.shared.high_watermarks.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let mut high = self
+            .shared
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for (&partition, p) in &topic.partitions {
             // librdkafka reports the internal UA partition as -1.
             if partition >= 0 && p.hi_offset >= 0 {
@@ -72,19 +91,30 @@ impl ClientContext for ReducerContext {
 }
 
 impl ConsumerContext for ReducerContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut positioned = TopicPartitionList::new();
                 for element in tpl.elements() {
                     let offset = self.shared.start_offset(element.partition());
-                    if let Err(e) = positioned.add_partition_offset(element.topic(), element.partition(), offset) {
+                    if let Err(e) = positioned.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        offset,
+                    ) {
                         tracing::error!(error = %e, "cannot position partition");
                     }
                 }
                 tracing::info!(partitions = ?positioned.to_topic_map(), "assigned; starting from the database's offsets");
                 let result = match consumer.rebalance_protocol() {
-                    rdkafka::consumer::RebalanceProtocol::Cooperative => consumer.incremental_assign(&positioned),
+                    rdkafka::consumer::RebalanceProtocol::Cooperative => {
+                        consumer.incremental_assign(&positioned)
+                    }
                     _ => consumer.assign(&positioned),
                 };
                 if let Err(e) = result {
@@ -94,7 +124,9 @@ impl ConsumerContext for ReducerContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
                 let result = match consumer.rebalance_protocol() {
-                    rdkafka::consumer::RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    rdkafka::consumer::RebalanceProtocol::Cooperative => {
+                        consumer.incremental_unassign(tpl)
+                    }
                     _ => consumer.unassign(),
                 };
                 if let Err(e) = result {
@@ -112,6 +144,7 @@ pub type ReducerConsumer = StreamConsumer<ReducerContext>;
 pub fn create(
     brokers: &str,
     group_id: &str,
+    group_instance_id: &str,
     topic: &str,
     extra: &KafkaProperties,
     shared: Arc<Shared>,
@@ -128,11 +161,49 @@ pub fn create(
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", "10")
         .set("reconnect.backoff.max.ms", "1000");
+    if !group_instance_id.is_empty() {
+        config.set("group.instance.id", group_instance_id);
+    }
     extra.apply(&mut config);
-    let consumer: ReducerConsumer =
-        config.create_with_context(ReducerContext { shared, topic: topic.to_owned() })?;
-    consumer.subscribe(&[topic])?;
-    Ok(consumer)
+    config.create_with_context(ReducerContext {
+        shared,
+        topic: topic.to_owned(),
+    })
+}
+
+/// Joins the consumer group; assignments arrive through the rebalance
+/// callback above.
+pub fn join_group(consumer: &ReducerConsumer, topic: &str) -> KafkaResult<()> {
+    consumer.subscribe(&[topic])
+}
+
+/// Takes every partition of `topic`, each from the database's offsets.
+/// Returns the number of partitions. Blocking (metadata request).
+pub fn assign_all(
+    consumer: &ReducerConsumer,
+    topic: &str,
+    shared: &Shared,
+    timeout: Duration,
+) -> KafkaResult<usize> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, shared.start_offset(p))?;
+    }
+    tracing::info!(partitions = ?tpl.to_topic_map(), "assigned every partition; starting from the database's offsets");
+    consumer.assign(&tpl)?;
+    Ok(partitions.len())
 }
 
 /// Moves every assigned partition back to the database's offsets (after a
@@ -141,7 +212,11 @@ pub fn rewind(consumer: &ReducerConsumer, shared: &Shared) -> KafkaResult<()> {
     let assignment = consumer.assignment()?;
     let mut tpl = TopicPartitionList::new();
     for element in assignment.elements() {
-        tpl.add_partition_offset(element.topic(), element.partition(), shared.start_offset(element.partition()))?;
+        tpl.add_partition_offset(
+            element.topic(),
+            element.partition(),
+            shared.start_offset(element.partition()),
+        )?;
     }
     if tpl.count() > 0 {
         consumer.seek_partitions(tpl, Duration::from_secs(5))?;

@@ -28,7 +28,12 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(brokers: &str, source_topic: &str, topic: &str, extra: &KafkaProperties) -> Result<Self, KafkaError> {
+    pub fn new(
+        brokers: &str,
+        source_topic: &str,
+        topic: &str,
+        extra: &KafkaProperties,
+    ) -> Result<Self, KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -37,7 +42,11 @@ impl DeadLetters {
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "10000");
         extra.apply(&mut config);
-        Ok(DeadLetters { producer: config.create()?, source_topic: source_topic.to_owned(), topic: topic.to_owned() })
+        Ok(DeadLetters {
+            producer: config.create()?,
+            source_topic: source_topic.to_owned(),
+            topic: topic.to_owned(),
+        })
     }
 
     /// Stores every poison record, in order; fails on the first one the
@@ -47,12 +56,28 @@ impl DeadLetters {
             let partition = p.partition.to_string();
             let offset = p.offset.to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "x-dlq-reason", value: Some(p.reason) })
-                .insert(Header { key: "x-dlq-detail", value: Some(p.detail.as_str()) })
-                .insert(Header { key: "x-source-topic", value: Some(self.source_topic.as_str()) })
-                .insert(Header { key: "x-source-partition", value: Some(partition.as_str()) })
-                .insert(Header { key: "x-source-offset", value: Some(offset.as_str()) });
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+                .insert(Header {
+                    key: "x-dlq-reason",
+                    value: Some(p.reason),
+                })
+                .insert(Header {
+                    key: "x-dlq-detail",
+                    value: Some(p.detail.as_str()),
+                })
+                .insert(Header {
+                    key: "x-source-topic",
+                    value: Some(self.source_topic.as_str()),
+                })
+                .insert(Header {
+                    key: "x-source-partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "x-source-offset",
+                    value: Some(offset.as_str()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topic).headers(headers);
             if let Some(k) = &p.key {
                 record = record.key(k.as_slice());
             }

@@ -27,10 +27,18 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown` (exit 0) or until persisting fails for good (error).
-pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
-    config.validate().map_err(|e| anyhow::anyhow!("invalid reducer configuration: {e}"))?;
+pub async fn run(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid reducer configuration: {e}"))?;
     let pool = connect_with_retry(&config, &shutdown).await?;
-    let (rules, rules_hash) = button_store::active_ruleset(&pool).await.context("loading the active ruleset")?;
+    let (rules, rules_hash) = button_store::active_ruleset(&pool)
+        .await
+        .context("loading the active ruleset")?;
     let persisted = button_store::latest_snapshot(&pool)
         .await
         .context("reading the newest state")?
@@ -39,10 +47,32 @@ pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: Cancellati
 
     let shared = Arc::new(consumer::Shared::default());
     shared.set_applied(&persisted.offsets);
-    let kafka = consumer::create(&config.kafka_brokers, &config.group_id, &config.topic, &config.consumer, shared.clone())
-        .context("creating the Kafka consumer")?;
-    let dead_letters = dlq::DeadLetters::new(&config.kafka_brokers, &config.topic, &config.dlq_topic, &config.dlq_producer)
-        .context("creating the dead-letter producer")?;
+    let kafka = consumer::create(
+        &config.kafka_brokers,
+        &config.group_id,
+        &config.group_instance_id,
+        &config.topic,
+        &config.consumer,
+        shared.clone(),
+    )
+    .context("creating the Kafka consumer")?;
+    let kafka = Arc::new(kafka);
+    match config.assignment {
+        config::Assignment::Group => {
+            consumer::join_group(&kafka, &config.topic).context("joining the consumer group")?
+        }
+        config::Assignment::Manual => {
+            assign_all_with_retry(&kafka, &config, &shared, &shutdown).await?
+        }
+    }
+    let kafka = Arc::into_inner(kafka).expect("no other owner of the consumer");
+    let dead_letters = dlq::DeadLetters::new(
+        &config.kafka_brokers,
+        &config.topic,
+        &config.dlq_topic,
+        &config.dlq_producer,
+    )
+    .context("creating the dead-letter producer")?;
 
     let (published, published_rx) = watch::channel(None);
     let publisher_stop = CancellationToken::new();
@@ -62,7 +92,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: Cancellati
     let http = tokio::spawn({
         let stop = http_stop.clone();
         async move {
-            axum::serve(listener, router(metrics)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+            axum::serve(listener, router(metrics))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         }
     });
 
@@ -85,12 +117,50 @@ pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: Cancellati
     outcome.context("reducer stopped")
 }
 
-async fn connect_with_retry(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<sqlx::PgPool> {
+async fn assign_all_with_retry(
+    kafka: &Arc<consumer::ReducerConsumer>,
+    config: &Config,
+    shared: &Arc<consumer::Shared>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut attempt = 0u32;
+    loop {
+        let (k, s, topic) = (kafka.clone(), shared.clone(), config.topic.clone());
+        let assigned = tokio::task::spawn_blocking(move || {
+            consumer::assign_all(&k, &topic, &s, Duration::from_secs(2))
+        })
+        .await?;
+        match assigned {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                attempt += 1;
+                if attempt % 5 == 1 {
+                    tracing::warn!(error = %e, topic = %config.topic, "waiting for the broker and the topic");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("shut down before the topic was reachable"),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn connect_with_retry(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<sqlx::PgPool> {
     let mut delay = Duration::from_millis(config.backoff_initial_ms);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match button_store::connect(&config.database_url, config.db_max_connections, Duration::from_secs(3)).await {
+        match button_store::connect(
+            &config.database_url,
+            config.db_max_connections,
+            Duration::from_secs(3),
+        )
+        .await
+        {
             Ok(pool) => return Ok(pool),
             Err(e) if attempt < config.max_attempts && e.is_transient() => {
                 tracing::warn!(error = %e, attempt, "PostgreSQL not reachable yet");
@@ -109,5 +179,8 @@ fn router(metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/health/live", get(|| async { (StatusCode::OK, "ok") }))
         .route("/health/ready", get(|| async { (StatusCode::OK, "ready") }))
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
 }

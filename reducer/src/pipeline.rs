@@ -115,7 +115,8 @@ impl Reducer {
                 let by_count = self.config.commit_every_batches > 0
                     && batches_since_commit >= self.config.commit_every_batches;
                 let by_time = self.config.commit_interval_ms > 0
-                    && last_commit.elapsed() >= Duration::from_millis(self.config.commit_interval_ms);
+                    && last_commit.elapsed()
+                        >= Duration::from_millis(self.config.commit_interval_ms);
                 if by_count || by_time {
                     self.commit(CommitMode::Async);
                     batches_since_commit = 0;
@@ -129,7 +130,11 @@ impl Reducer {
         self.commit(CommitMode::Sync);
         use rdkafka::consumer::Consumer;
         self.consumer.unsubscribe();
-        tracing::info!(state = self.persisted.id, counter = self.persisted.counter, "reducer stopped");
+        tracing::info!(
+            state = self.persisted.id,
+            counter = self.persisted.counter,
+            "reducer stopped"
+        );
         Ok(())
     }
 
@@ -143,7 +148,12 @@ impl Reducer {
             }
             if offset > applied + 1 && batch_last_offset(batch, partition).is_none() {
                 metrics::counter!("reducer_offset_gaps_total").increment(1);
-                tracing::debug!(partition, expected = applied + 1, got = offset, "offset gap");
+                tracing::debug!(
+                    partition,
+                    expected = applied + 1,
+                    got = offset,
+                    "offset gap"
+                );
             }
         }
         metrics::counter!("reducer_records_total").increment(1);
@@ -151,7 +161,11 @@ impl Reducer {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
                 batch.last_event_ms = Some(record.accepted_at_ms);
-                batch.presses.push(PressEvent { accepted_at_ms: record.accepted_at_ms, partition, offset });
+                batch.presses.push(PressEvent {
+                    accepted_at_ms: record.accepted_at_ms,
+                    partition,
+                    offset,
+                });
             }
             Err(e) => batch.poison.push(Poison {
                 partition,
@@ -198,7 +212,12 @@ impl Reducer {
 
     /// Dead letters first, then one transaction; retried with exponential
     /// backoff. Nothing reaches Kafka or Redis before the commit.
-    async fn write(&mut self, state: State, info: BatchInfo, poison: &[Poison]) -> Result<bool, ReducerError> {
+    async fn write(
+        &mut self,
+        state: State,
+        info: BatchInfo,
+        poison: &[Poison],
+    ) -> Result<bool, ReducerError> {
         let mut delay = Duration::from_millis(self.config.backoff_initial_ms);
         let max_delay = Duration::from_millis(self.config.backoff_max_ms);
         let mut attempt = 0;
@@ -211,9 +230,8 @@ impl Reducer {
                     self.shared.set_applied(&snapshot.offsets);
                     metrics::gauge!("reducer_state_id").set(snapshot.id as f64);
                     metrics::gauge!("reducer_counter").set(snapshot.counter as f64);
-                    metrics::counter!("reducer_presses_total").increment(
-                        (info.batch_size as u64).saturating_sub(poison.len() as u64),
-                    );
+                    metrics::counter!("reducer_presses_total")
+                        .increment((info.batch_size as u64).saturating_sub(poison.len() as u64));
                     self.published.send_replace(Some(Arc::new(snapshot)));
                     return Ok(true);
                 }
@@ -226,7 +244,10 @@ impl Reducer {
                 Err(e) => {
                     metrics::counter!("reducer_write_retries_total").increment(1);
                     if attempt >= self.config.max_attempts {
-                        return Err(ReducerError::PersistFailed { attempts: attempt, last: e.to_string() });
+                        return Err(ReducerError::PersistFailed {
+                            attempts: attempt,
+                            last: e.to_string(),
+                        });
                     }
                     tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "persisting failed");
                     tokio::time::sleep(delay).await;
@@ -236,15 +257,31 @@ impl Reducer {
         }
     }
 
-    async fn try_write(&self, state: &State, info: BatchInfo, poison: &[Poison]) -> Result<Snapshot, WriteError> {
+    async fn try_write(
+        &self,
+        state: &State,
+        info: BatchInfo,
+        poison: &[Poison],
+    ) -> Result<Snapshot, WriteError> {
         if !poison.is_empty() {
-            self.dead_letters.send_all(poison).await.map_err(WriteError::DeadLetter)?;
+            self.dead_letters
+                .send_all(poison)
+                .await
+                .map_err(WriteError::DeadLetter)?;
         }
         let started = Instant::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let snapshot = button_store::append_snapshot(&mut tx, self.persisted.id, state, &self.rules_hash, info).await?;
+        let snapshot = button_store::append_snapshot(
+            &mut tx,
+            self.persisted.id,
+            state,
+            &self.rules_hash,
+            info,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
-        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db")
+            .record(started.elapsed().as_secs_f64());
         Ok(snapshot)
     }
 
@@ -261,7 +298,12 @@ impl Reducer {
 
     fn commit(&self, mode: CommitMode) {
         let started = Instant::now();
-        match consumer::commit(&self.consumer, &self.config.topic, &self.persisted.offsets, mode) {
+        match consumer::commit(
+            &self.consumer,
+            &self.config.topic,
+            &self.persisted.offsets,
+            mode,
+        ) {
             Ok(0) => {}
             Ok(_) => metrics::counter!("reducer_kafka_commits_total").increment(1),
             Err(e) => {
@@ -277,15 +319,26 @@ impl Reducer {
         let lag = self.shared.lag();
         let total: i64 = lag.values().sum();
         for (partition, value) in lag {
-            metrics::gauge!("reducer_consumer_lag", "partition" => partition.to_string()).set(value as f64);
+            metrics::gauge!("reducer_consumer_lag", "partition" => partition.to_string())
+                .set(value as f64);
         }
         metrics::gauge!("reducer_consumer_lag_total").set(total as f64);
     }
 }
 
 fn batch_last_offset(batch: &Batch, partition: i32) -> Option<i64> {
-    let press = batch.presses.iter().rev().find(|p| p.partition == partition).map(|p| p.offset);
-    let poison = batch.poison.iter().rev().find(|p| p.partition == partition).map(|p| p.offset);
+    let press = batch
+        .presses
+        .iter()
+        .rev()
+        .find(|p| p.partition == partition)
+        .map(|p| p.offset);
+    let poison = batch
+        .poison
+        .iter()
+        .rev()
+        .find(|p| p.partition == partition)
+        .map(|p| p.offset);
     press.max(poison)
 }
 
@@ -298,5 +351,7 @@ enum WriteError {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -66,7 +66,11 @@ async fn publish(
             *connection = Some(ConnectionManager::new(client.clone()).await?);
         }
         let conn = connection.as_mut().expect("connection was just set");
-        redis::cmd("PUBLISH").arg(channel).arg(&payload).query_async::<i64>(conn).await
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&payload)
+            .query_async::<i64>(conn)
+            .await
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(_receivers)) => {

@@ -69,9 +69,15 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, code = self.code(), "request failed");
         }
         metrics::counter!("service_http_errors_total", "code" => self.code()).increment(1);
-        let mut response = (status, Json(json!({ "error": self.code(), "message": self.to_string() }))).into_response();
+        let mut response = (
+            status,
+            Json(json!({ "error": self.code(), "message": self.to_string() })),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

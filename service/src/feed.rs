@@ -116,7 +116,12 @@ async fn listen(
 
 async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Snapshot>>) {
     let current = tx.borrow().id;
-    match tokio::time::timeout(Duration::from_secs(2), button_store::snapshot_after(pool, current)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        button_store::snapshot_after(pool, current),
+    )
+    .await
+    {
         Ok(Ok(Some(snapshot))) => {
             metrics::counter!("service_state_updates_total", "source" => "postgres").increment(1);
             offer(tx, snapshot);

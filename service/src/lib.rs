@@ -53,7 +53,14 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(routes::health::health))
         .route("/health/live", get(routes::health::live))
         .route("/health/ready", get(routes::health::ready))
-        .route("/metrics", get(|axum::extract::State(s): axum::extract::State<AppState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(s): axum::extract::State<AppState>| async move {
+                    s.metrics.render()
+                },
+            ),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -61,7 +68,11 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Connects to PostgreSQL, Kafka and Redis, serves HTTP until `shutdown`.
-pub async fn run(config: Config, metrics: PrometheusHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
@@ -74,16 +85,33 @@ pub async fn serve(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = button_store::connect(&config.database_url, config.db_max_connections, Duration::from_secs(3))
+    let pool = button_store::connect(
+        &config.database_url,
+        config.db_max_connections,
+        Duration::from_secs(3),
+    )
+    .await
+    .context("connecting to PostgreSQL")?;
+    let genesis = match button_store::latest_snapshot(&pool)
         .await
-        .context("connecting to PostgreSQL")?;
-    let genesis = match button_store::latest_snapshot(&pool).await.context("reading the newest state")? {
+        .context("reading the newest state")?
+    {
         Some(snapshot) => snapshot,
-        None => Snapshot::genesis(button_store::active_ruleset(&pool).await.context("reading the ruleset")?.1),
+        None => Snapshot::genesis(
+            button_store::active_ruleset(&pool)
+                .await
+                .context("reading the ruleset")?
+                .1,
+        ),
     };
     let deadline = Duration::from_millis(config.produce_timeout_ms);
-    let producer = PressProducer::new(&config.kafka_brokers, &config.topic, deadline, &config.producer)
-        .context("creating the Kafka producer")?;
+    let producer = PressProducer::new(
+        &config.kafka_brokers,
+        &config.topic,
+        deadline,
+        &config.producer,
+    )
+    .context("creating the Kafka producer")?;
     wait_for_topic(&producer, &shutdown).await?;
 
     let (tx, current) = watch::channel(Arc::new(genesis));
@@ -94,7 +122,13 @@ pub async fn serve(
         db_poll: Duration::from_millis(config.db_poll_ms),
         db_safety_poll: Duration::from_millis(config.db_safety_poll_ms),
     };
-    let feed = tokio::spawn(feed::run(pool.clone(), feed_config, tx, redis_up.clone(), shutdown.clone()));
+    let feed = tokio::spawn(feed::run(
+        pool.clone(),
+        feed_config,
+        tx,
+        redis_up.clone(),
+        shutdown.clone(),
+    ));
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let state = AppState {
@@ -125,11 +159,15 @@ pub async fn serve(
     Ok(())
 }
 
-async fn wait_for_topic(producer: &PressProducer, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn wait_for_topic(
+    producer: &PressProducer,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut attempt = 0u32;
     loop {
         let p = producer.clone();
-        let checked = tokio::task::spawn_blocking(move || p.check_topic(Duration::from_secs(2))).await?;
+        let checked =
+            tokio::task::spawn_blocking(move || p.check_topic(Duration::from_secs(2))).await?;
         match checked {
             Ok(partitions) => {
                 tracing::info!(partitions, "topic ready");

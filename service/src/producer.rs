@@ -37,7 +37,10 @@ impl ClientContext for HealthContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
             self.up.store(false, Ordering::Relaxed);
         }
         tracing::warn!(%error, reason, "kafka client error");
@@ -65,7 +68,12 @@ pub struct Stored {
 }
 
 impl PressProducer {
-    pub fn new(brokers: &str, topic: &str, deadline: Duration, extra: &KafkaProperties) -> Result<Self, KafkaError> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        deadline: Duration,
+        extra: &KafkaProperties,
+    ) -> Result<Self, KafkaError> {
         let up = Arc::new(AtomicBool::new(true));
         let mut config = ClientConfig::new();
         config
@@ -79,7 +87,12 @@ impl PressProducer {
             .set("reconnect.backoff.max.ms", "1000");
         extra.apply(&mut config);
         let producer = config.create_with_context(HealthContext { up: up.clone() })?;
-        Ok(PressProducer { producer, topic: topic.into(), deadline, health: BrokerHealth(up) })
+        Ok(PressProducer {
+            producer,
+            topic: topic.into(),
+            deadline,
+            health: BrokerHealth(up),
+        })
     }
 
     pub fn health(&self) -> BrokerHealth {
@@ -90,7 +103,9 @@ impl PressProducer {
     /// longer than the deadline.
     pub async fn send(&self, key: &str, payload: &[u8]) -> Result<Stored, ApiError> {
         if !self.health.is_up() {
-            return Err(ApiError::BrokerUnavailable("no broker is reachable".to_owned()));
+            return Err(ApiError::BrokerUnavailable(
+                "no broker is reachable".to_owned(),
+            ));
         }
         let record = FutureRecord::to(&self.topic).key(key).payload(payload);
         // A full local queue is answered at once rather than waited on.
@@ -100,8 +115,13 @@ impl PressProducer {
                 "no acknowledgement within {} ms",
                 self.deadline.as_millis()
             ))),
-            Ok(Ok(delivery)) => Ok(Stored { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))) => Err(ApiError::QueueFull),
+            Ok(Ok(delivery)) => Ok(Stored {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))) => {
+                Err(ApiError::QueueFull)
+            }
             Ok(Err((error, _))) => Err(ApiError::BrokerUnavailable(error.to_string())),
         }
     }

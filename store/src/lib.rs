@@ -27,9 +27,17 @@ pub enum Error {
     #[error("ruleset {version} does not parse: {reason}")]
     BadRuleset { version: i64, reason: String },
     #[error("ruleset {version} stored hash {stored} but its config hashes to {computed}")]
-    RulesetHashMismatch { version: i64, stored: String, computed: String },
+    RulesetHashMismatch {
+        version: i64,
+        stored: String,
+        computed: String,
+    },
     #[error("snapshot {id} has unreadable {field}: {reason}")]
-    BadSnapshot { id: i64, field: &'static str, reason: String },
+    BadSnapshot {
+        id: i64,
+        field: &'static str,
+        reason: String,
+    },
     #[error("another writer appended a snapshot after {parent_id}")]
     Conflict { parent_id: i64 },
 }
@@ -75,12 +83,21 @@ pub async fn active_ruleset(pool: &PgPool) -> Result<(Ruleset, String)> {
     let version: i64 = row.try_get("version")?;
     let config: serde_json::Value = row.try_get("config")?;
     let stored: String = row.try_get("hash")?;
-    let rules: Ruleset = serde_json::from_value(config)
-        .map_err(|e| Error::BadRuleset { version, reason: e.to_string() })?;
-    rules.validate().map_err(|e| Error::BadRuleset { version, reason: e.to_string() })?;
+    let rules: Ruleset = serde_json::from_value(config).map_err(|e| Error::BadRuleset {
+        version,
+        reason: e.to_string(),
+    })?;
+    rules.validate().map_err(|e| Error::BadRuleset {
+        version,
+        reason: e.to_string(),
+    })?;
     let computed = rules.hash();
     if computed != stored {
-        return Err(Error::RulesetHashMismatch { version, stored, computed });
+        return Err(Error::RulesetHashMismatch {
+            version,
+            stored,
+            computed,
+        });
     }
     Ok((rules, stored))
 }
@@ -98,7 +115,9 @@ pub async fn latest_snapshot(pool: &PgPool) -> Result<Option<Snapshot>> {
 
 /// The newest snapshot if it is newer than `id`.
 pub async fn snapshot_after(pool: &PgPool, id: i64) -> Result<Option<Snapshot>> {
-    let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM global_states WHERE id > $1 ORDER BY id DESC LIMIT 1");
+    let sql = format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM global_states WHERE id > $1 ORDER BY id DESC LIMIT 1"
+    );
     let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
     row.map(|r| decode_snapshot(&r)).transpose()
 }
@@ -156,7 +175,12 @@ pub async fn append_snapshot(
 }
 
 fn offsets_json(offsets: &BTreeMap<i32, i64>) -> serde_json::Value {
-    serde_json::Value::Object(offsets.iter().map(|(p, o)| (p.to_string(), (*o).into())).collect())
+    serde_json::Value::Object(
+        offsets
+            .iter()
+            .map(|(p, o)| (p.to_string(), (*o).into()))
+            .collect(),
+    )
 }
 
 fn decode_snapshot(row: &PgRow) -> Result<Snapshot> {
@@ -170,7 +194,9 @@ fn decode_snapshot(row: &PgRow) -> Result<Snapshot> {
     Ok(Snapshot {
         id,
         counter: u64::try_from(counter).map_err(|e| bad("counter", e.to_string()))?,
-        phase: phase.parse().map_err(|e: button_domain::RulesetError| bad("phase", e.to_string()))?,
+        phase: phase
+            .parse()
+            .map_err(|e: button_domain::RulesetError| bad("phase", e.to_string()))?,
         entropy: row.try_get("entropy")?,
         cooldown_ms: row.try_get("cooldown_ms")?,
         reveal_until_ms: row.try_get("reveal_until_ms")?,
@@ -195,7 +221,13 @@ mod tests {
     fn seed_migration_matches_the_default_ruleset() {
         let sql = include_str!("../../migrations/0001_rulesets.sql");
         let rules = Ruleset::default();
-        assert!(sql.contains(&format!("'{}'", rules.canonical_json())), "seed config differs from Ruleset::default()");
-        assert!(sql.contains(&format!("'{}'", rules.hash())), "seed hash differs from Ruleset::default().hash()");
+        assert!(
+            sql.contains(&format!("'{}'", rules.canonical_json())),
+            "seed config differs from Ruleset::default()"
+        );
+        assert!(
+            sql.contains(&format!("'{}'", rules.hash())),
+            "seed hash differs from Ruleset::default().hash()"
+        );
     }
 }

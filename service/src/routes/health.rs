@@ -2,10 +2,10 @@
 //! answers; `/health/ready` says it can take presses.
 
 use crate::AppState;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,8 +17,15 @@ pub async fn live() -> impl IntoResponse {
 pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.producer.health().is_up();
     let ready = broker && !app.shutdown.is_cancelled();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if ready { "ready" } else { "not_ready" }, "broker": broker })))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "status": if ready { "ready" } else { "not_ready" }, "broker": broker })),
+    )
 }
 
 pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
@@ -30,7 +37,11 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.producer.health().is_up();
     let redis = app.redis_up.load(Ordering::Relaxed);
     let all = postgres && broker && redis;
-    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if all {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = |ok: bool| if ok { "up" } else { "down" };
     (
         status,

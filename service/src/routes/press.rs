@@ -4,11 +4,11 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::Json;
 use button_domain::PressRecord;
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -51,17 +51,30 @@ pub async fn press(
     metrics::counter!("service_presses_accepted_total").increment(1);
     Ok((
         StatusCode::ACCEPTED,
-        Json(PressAccepted { request_id, partition: stored.partition, offset: stored.offset, accepted_at_ms }),
+        Json(PressAccepted {
+            request_id,
+            partition: stored.partition,
+            offset: stored.offset,
+            accepted_at_ms,
+        }),
     ))
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<PressRequest, ApiError> {
-    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<PressRequest, ApiError> {
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && length > limit
     {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(PressRequest::default());
     }
@@ -82,7 +95,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Pres
 fn validate_client(client: String) -> Result<String, ApiError> {
     let ok = !client.is_empty()
         && client.len() <= MAX_CLIENT_LEN
-        && client.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && client
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     if ok {
         Ok(client)
     } else {
@@ -93,5 +108,7 @@ fn validate_client(client: String) -> Result<String, ApiError> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

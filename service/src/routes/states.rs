@@ -2,11 +2,11 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use button_domain::Snapshot;
 use futures::Stream;
 use std::convert::Infallible;
@@ -21,7 +21,10 @@ pub async fn current(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -41,7 +44,9 @@ pub struct ClientSlot(Arc<AtomicUsize>);
 impl ClientSlot {
     pub fn acquire(count: &Arc<AtomicUsize>, limit: usize) -> Option<ClientSlot> {
         count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .ok()?;
         metrics::gauge!("service_sse_clients").increment(1.0);
         Some(ClientSlot(count.clone()))
@@ -57,9 +62,13 @@ impl Drop for ClientSlot {
 
 /// Sends the current state at once (unless `Last-Event-ID` says the client
 /// has it), then every newer state; a slow client skips to the newest.
-pub async fn stream(State(app): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub async fn stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let limit = app.config.sse_max_clients;
-    let slot = ClientSlot::acquire(&app.sse_clients, limit).ok_or(ApiError::TooManyClients { limit })?;
+    let slot =
+        ClientSlot::acquire(&app.sse_clients, limit).ok_or(ApiError::TooManyClients { limit })?;
     let mut last_sent = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -70,7 +79,8 @@ pub async fn stream(State(app): State<AppState>, headers: HeaderMap) -> Result<i
         last_sent = None;
     }
     let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
-    Ok(Sse::new(states(rx, last_sent, slot, app.shutdown.clone())).keep_alive(KeepAlive::new().interval(keepalive)))
+    Ok(Sse::new(states(rx, last_sent, slot, app.shutdown.clone()))
+        .keep_alive(KeepAlive::new().interval(keepalive)))
 }
 
 fn states(
@@ -79,26 +89,32 @@ fn states(
     slot: ClientSlot,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold((rx, last_sent, slot), move |(mut rx, mut last_sent, slot)| {
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                let snapshot = rx.borrow_and_update().clone();
-                if last_sent.is_none_or(|id| snapshot.id > id) {
-                    last_sent = Some(snapshot.id);
-                    return Some((Ok(frame(&snapshot)), (rx, last_sent, slot)));
-                }
-                tokio::select! {
-                    changed = rx.changed() => if changed.is_err() { return None },
-                    _ = shutdown.cancelled() => return None,
+    futures::stream::unfold(
+        (rx, last_sent, slot),
+        move |(mut rx, mut last_sent, slot)| {
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    let snapshot = rx.borrow_and_update().clone();
+                    if last_sent.is_none_or(|id| snapshot.id > id) {
+                        last_sent = Some(snapshot.id);
+                        return Some((Ok(frame(&snapshot)), (rx, last_sent, slot)));
+                    }
+                    tokio::select! {
+                        changed = rx.changed() => if changed.is_err() { return None },
+                        _ = shutdown.cancelled() => return None,
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 fn frame(snapshot: &Snapshot) -> Event {
     let data = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".to_owned());
     metrics::counter!("service_sse_frames_total").increment(1);
-    Event::default().event("state").id(snapshot.id.to_string()).data(data)
+    Event::default()
+        .event("state")
+        .id(snapshot.id.to_string())
+        .data(data)
 }

@@ -1,0 +1,275 @@
+//! Clients for driving a running stack from tests: presses over HTTP, an
+//! SSE listener over TCP, and a ledger of accepted presses that says when
+//! a state covers all of them.
+
+use button_domain::Snapshot;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A 202 answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Accepted {
+    pub request_id: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub accepted_at_ms: i64,
+}
+
+/// A non-202 answer: status and the stable `error` code.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub status: u16,
+    pub code: String,
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("an HTTP client with defaults builds");
+        Api {
+            http,
+            base: base.into(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn press(&self) -> Result<Accepted, Rejected> {
+        let response = self
+            .http
+            .post(self.url("/v1/events/press"))
+            .header("content-type", "application/json")
+            .body(r#"{"client":"e2e"}"#)
+            .send()
+            .await
+            .map_err(|e| Rejected {
+                status: 0,
+                code: format!("transport: {e}"),
+            })?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status == 202 {
+            serde_json::from_value(body).map_err(|e| Rejected {
+                status,
+                code: format!("bad 202 body: {e}"),
+            })
+        } else {
+            Err(Rejected {
+                status,
+                code: body["error"].as_str().unwrap_or("<no code>").to_owned(),
+            })
+        }
+    }
+
+    pub async fn current(&self) -> anyhow::Result<Snapshot> {
+        Ok(self
+            .http
+            .get(self.url("/v1/states/current"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+}
+
+/// Presses `n` times with `concurrency` requests in flight; returns every
+/// answer.
+pub async fn press_many(
+    api: &Api,
+    n: usize,
+    concurrency: usize,
+) -> Vec<Result<Accepted, Rejected>> {
+    futures::stream::iter(0..n)
+        .map(|_| api.press())
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+/// Accepted presses: the highest offset per partition.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    pub accepted: usize,
+    pub high: BTreeMap<i32, i64>,
+}
+
+impl Ledger {
+    pub fn record(&mut self, a: &Accepted) {
+        self.accepted += 1;
+        let high = self.high.entry(a.partition).or_insert(a.offset);
+        *high = (*high).max(a.offset);
+    }
+
+    /// Whether `snapshot` includes every accepted press.
+    pub fn covered_by(&self, snapshot: &Snapshot) -> bool {
+        self.high.iter().all(|(&p, &o)| snapshot.covers(p, o))
+    }
+}
+
+/// A live SSE connection that keeps the newest state it was sent.
+pub struct SseListener {
+    latest: watch::Receiver<Option<Snapshot>>,
+    frames: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SseListener {
+    pub async fn connect(api: &Api, last_event_id: Option<i64>) -> anyhow::Result<SseListener> {
+        let client = reqwest::Client::builder().build()?;
+        let mut request = client
+            .get(api.url("/v1/states/stream"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "stream answered {}",
+            response.status()
+        );
+        let (tx, latest) = watch::channel(None);
+        let frames = Arc::new(AtomicUsize::new(0));
+        let counter = frames.clone();
+        let task = tokio::spawn(async move {
+            let mut events = response.bytes_stream().eventsource();
+            while let Some(Ok(event)) = events.next().await {
+                if event.event != "state" {
+                    continue;
+                }
+                let Ok(snapshot) = serde_json::from_str::<Snapshot>(&event.data) else {
+                    continue;
+                };
+                assert_eq!(
+                    event.id,
+                    snapshot.id.to_string(),
+                    "SSE id must be the state id"
+                );
+                counter.fetch_add(1, Ordering::Relaxed);
+                tx.send_replace(Some(snapshot));
+            }
+        });
+        Ok(SseListener {
+            latest,
+            frames,
+            task,
+        })
+    }
+
+    pub fn frames(&self) -> usize {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    pub fn latest(&self) -> Option<Snapshot> {
+        self.latest.borrow().clone()
+    }
+
+    /// Waits until a received state satisfies `pred`.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Snapshot) -> bool,
+    ) -> Option<Snapshot> {
+        let wait = async {
+            loop {
+                if let Some(s) = self.latest.borrow_and_update().as_ref()
+                    && pred(s)
+                {
+                    return Some(s.clone());
+                }
+                if self.latest.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+}
+
+impl Drop for SseListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The newest snapshot in PostgreSQL (the source of truth).
+pub async fn latest_in_db(database_url: &str) -> anyhow::Result<Option<Snapshot>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
+    let latest = button_store::latest_snapshot(&pool).await?;
+    pool.close().await;
+    Ok(latest)
+}
+
+/// Waits until PostgreSQL's newest state covers every press in `ledger`.
+pub async fn wait_db_covers(
+    database_url: &str,
+    ledger: &Ledger,
+    timeout: Duration,
+) -> Option<Snapshot> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = latest_in_db(database_url).await
+            && ledger.covered_by(&s)
+        {
+            return Some(s);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Logs for tests, shown by the test runner on failure (`RUST_LOG` filters).
+pub fn init_test_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

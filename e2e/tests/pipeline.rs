@@ -1,0 +1,241 @@
+//! Presses through the whole pipeline: HTTP → broker → reducer →
+//! PostgreSQL → Redis → SSE, and the exactly-once invariant across a
+//! reducer crash.
+
+use button_e2e::{Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers};
+use button_stack::{Component, Stack, StackConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_presses_are_counted_and_streamed() {
+    init_test_logs();
+    let stack = Stack::start(StackConfig {
+        partitions: 2,
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let mut sse = SseListener::connect(&api, None)
+        .await
+        .expect("stream opens");
+
+    let mut ledger = Ledger::default();
+    for answer in press_many(&api, 1_000, 32).await {
+        ledger.record(&answer.expect("every press is accepted"));
+    }
+    assert_eq!(ledger.accepted, 1_000);
+    assert_eq!(ledger.high.len(), 2, "presses spread over both partitions");
+
+    let newest = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("the reducer catches up");
+    assert_eq!(
+        newest.counter, 1_000,
+        "newest snapshot once the lag is zero"
+    );
+
+    let shown = sse
+        .wait_for(Duration::from_secs(30), |s| s.id >= newest.id)
+        .await
+        .expect("the stream shows the newest state");
+    assert_eq!(shown.counter, 1_000);
+    let current = api.current().await.expect("current state");
+    assert_eq!(current.counter, 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reducer_killed_mid_stream_counts_every_press_once() {
+    init_test_logs();
+    let mut stack = Stack::start(StackConfig {
+        partitions: 2,
+        // Small batches and commits every batch: many transactions to land between.
+        reducer_env: [("BUTTON_BATCH_MAX".to_owned(), "20".to_owned())].into(),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+
+    // Presses keep coming until both crashes are over.
+    let done = Arc::new(AtomicBool::new(false));
+    let presser = tokio::spawn(keep_pressing(api.clone(), done.clone()));
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stack.kill(Component::Reducer).expect("SIGKILL");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stack
+            .start_component(Component::Reducer)
+            .await
+            .expect("reducer restarts");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::Relaxed);
+    let ledger = presser.await.expect("presser finishes");
+    assert!(
+        ledger.accepted >= 200,
+        "presses went on during the crashes ({})",
+        ledger.accepted
+    );
+
+    let newest = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(90))
+        .await
+        .expect("the restarted reducer catches up");
+    assert_eq!(
+        newest.counter, ledger.accepted as u64,
+        "every accepted press counted exactly once"
+    );
+
+    // SIGTERM: the reducer finishes, commits and exits cleanly.
+    stack
+        .stop(Component::Reducer, Duration::from_secs(15))
+        .await
+        .expect("stop");
+    assert_eq!(
+        stack
+            .wait_exit(Component::Reducer, Duration::from_secs(1))
+            .await
+            .expect("exit"),
+        Some(Some(0))
+    );
+}
+
+/// Presses in rounds of 50 until `done`; every press must be accepted.
+async fn keep_pressing(api: Api, done: Arc<AtomicBool>) -> Ledger {
+    let mut ledger = Ledger::default();
+    while !done.load(Ordering::Relaxed) {
+        for answer in press_many(&api, 50, 8).await {
+            ledger.record(&answer.expect("presses are accepted whatever the reducer does"));
+        }
+    }
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_stops_the_reducer_and_loses_nothing() {
+    init_test_logs();
+    let mut stack = Stack::start(StackConfig {
+        reducer_env: [
+            ("BUTTON_MAX_ATTEMPTS".to_owned(), "3".to_owned()),
+            ("BUTTON_BACKOFF_INITIAL_MS".to_owned(), "50".to_owned()),
+        ]
+        .into(),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let mut ledger = Ledger::default();
+    for answer in press_many(&api, 100, 8).await {
+        ledger.record(&answer.expect("press"));
+    }
+    wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+
+    stack.kill(Component::Postgres).expect("kill postgres");
+    for answer in press_many(&api, 100, 8).await {
+        ledger.record(&answer.expect("presses need only the broker"));
+    }
+    // Backoff, then a non-zero exit with nothing committed past PostgreSQL.
+    let exit = stack
+        .wait_exit(Component::Reducer, Duration::from_secs(60))
+        .await
+        .expect("reducer");
+    assert!(
+        matches!(exit, Some(Some(code)) if code != 0),
+        "reducer exits non-zero after its attempts: {exit:?}"
+    );
+
+    stack
+        .start_component(Component::Postgres)
+        .await
+        .expect("postgres restarts");
+    stack
+        .start_component(Component::Reducer)
+        .await
+        .expect("reducer restarts");
+    for answer in press_many(&api, 100, 8).await {
+        ledger.record(&answer.expect("press"));
+    }
+    let newest = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("caught up");
+    assert_eq!(
+        newest.counter, 300,
+        "every accepted press counted exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_goes_to_the_dead_letter_topic_and_counting_goes_on() {
+    use rdkafka::Message;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    init_test_logs();
+    let stack = Stack::start(StackConfig::default())
+        .await
+        .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", stack.brokers())
+        .create()
+        .expect("producer");
+
+    let mut ledger = Ledger::default();
+    ledger.record(&api.press().await.expect("press before"));
+    let poison = b"{\"v\":1,\"kind\":\"press\"".as_slice();
+    let delivery = producer
+        .send(
+            FutureRecord::<(), [u8]>::to("press_button")
+                .partition(0)
+                .payload(poison),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("poison record stored");
+    ledger.record(&api.press().await.expect("press after"));
+
+    let newest = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("the reducer goes past the poison record");
+    assert_eq!(newest.counter, 2, "the poison record is not counted");
+    assert!(newest.covers(0, delivery.offset), "its offset is consumed");
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack.brokers())
+        .set("group.id", "dlq-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset("press_button.dlq", 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&assignment).expect("assign");
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a dead letter arrives")
+        .expect("readable");
+    assert_eq!(
+        message.payload(),
+        Some(poison),
+        "the original bytes are kept"
+    );
+    let headers = message.headers().expect("reason headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("x-dlq-reason").as_deref(), Some("malformed_json"));
+    assert_eq!(header("x-source-offset"), Some(delivery.offset.to_string()));
+    assert_eq!(header("x-source-partition").as_deref(), Some("0"));
+}

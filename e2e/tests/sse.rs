@@ -1,0 +1,275 @@
+//! The state stream: the current state at once, `Last-Event-ID`, the
+//! client cap, ETags, Redis outages, and slow clients.
+
+use button_e2e::{
+    Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers, wait_until,
+};
+use button_stack::{Component, Stack, StackConfig};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_sends_current_state_honours_last_event_id_and_caps_clients() {
+    init_test_logs();
+    let stack = Stack::start(StackConfig {
+        service_env: [("BUTTON_SSE_MAX_CLIENTS".to_owned(), "3".to_owned())].into(),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+
+    let mut ledger = Ledger::default();
+    ledger.record(&api.press().await.expect("press"));
+    let first = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+    // The service learns of it through Redis.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            api.current().await.is_ok_and(|s| s.id >= first.id)
+        })
+        .await
+    );
+
+    // A new client gets the current state at once.
+    let mut fresh = SseListener::connect(&api, None).await.expect("stream");
+    let initial = fresh
+        .wait_for(Duration::from_secs(5), |_| true)
+        .await
+        .expect("an initial frame");
+    assert!(
+        initial.id >= first.id && initial.counter == 1,
+        "{initial:?}"
+    );
+
+    // A client that already has it is not sent it again, only what is newer.
+    // (Idle-decay ticks make new states too, so "newer" is all we can ask.)
+    let mut resumed = SseListener::connect(&api, Some(initial.id))
+        .await
+        .expect("stream");
+    ledger.record(&api.press().await.expect("press"));
+    let next = resumed
+        .wait_for(Duration::from_secs(30), |_| true)
+        .await
+        .expect("a frame");
+    assert!(
+        next.id > initial.id,
+        "the state the client has ({}) is not repeated: got {}",
+        initial.id,
+        next.id
+    );
+    let newer = resumed
+        .wait_for(Duration::from_secs(30), |s| ledger.covered_by(s))
+        .await
+        .expect("the newer state");
+    assert_eq!(newer.counter, 2);
+
+    // Two clients are connected; the cap is three.
+    let third = SseListener::connect(&api, None)
+        .await
+        .expect("third client fits");
+    let refused = api
+        .http()
+        .get(api.url("/v1/states/stream"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "too_many_clients");
+    drop(third);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            api.http()
+                .get(api.url("/v1/states/stream"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "a slot frees when a client leaves"
+    );
+
+    // ETag on the current state.
+    let response = api
+        .http()
+        .get(api.url("/v1/states/current"))
+        .send()
+        .await
+        .expect("current");
+    let etag = response.headers()["etag"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let again = api
+        .http()
+        .get(api.url("/v1/states/current"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("current");
+    assert_eq!(again.status(), 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_goes_on_while_redis_is_down_and_clients_catch_up() {
+    init_test_logs();
+    let mut stack = Stack::start(StackConfig::default())
+        .await
+        .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let mut sse = SseListener::connect(&api, None).await.expect("stream");
+
+    stack.kill(Component::Redis).expect("kill redis");
+    let mut ledger = Ledger::default();
+    for answer in press_many(&api, 50, 8).await {
+        ledger.record(&answer.expect("presses do not need Redis"));
+    }
+    let seen = sse
+        .wait_for(Duration::from_secs(60), |s| ledger.covered_by(s))
+        .await;
+    assert_eq!(
+        seen.map(|s| s.counter),
+        Some(50),
+        "the stream catches up from PostgreSQL"
+    );
+    let health: serde_json::Value = api
+        .http()
+        .get(api.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["checks"]["redis"], "down", "{health}");
+
+    stack
+        .start_component(Component::Redis)
+        .await
+        .expect("redis restarts");
+    for answer in press_many(&api, 50, 8).await {
+        ledger.record(&answer.expect("press"));
+    }
+    let seen = sse
+        .wait_for(Duration::from_secs(60), |s| ledger.covered_by(s))
+        .await;
+    assert_eq!(seen.map(|s| s.counter), Some(100));
+    let db = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(10))
+        .await
+        .expect("persisted");
+    assert_eq!(db.counter, 100);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+async fn stalled_client(port: u16) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive window makes the service's writes block soon, as
+    // with a client on a slow link.
+    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    let mut stream = socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /v1/states/stream HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("request");
+    stream
+}
+
+/// Reads frames until one with `id >= until`; returns how many frames came.
+async fn drain_until(stream: &mut tokio::net::TcpStream, until: i64) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut text = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "stream closed");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let newest = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("id: ")?.trim().parse::<i64>().ok())
+                .max();
+            if newest.is_some_and(|id| id >= until) {
+                return text.matches("event: state").count();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the stalled client catches up when it reads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_do_not_read_skip_states_instead_of_queueing_them() {
+    init_test_logs();
+    let stack = Stack::start(StackConfig {
+        // One state per two presses: many states for the stalled clients to miss.
+        reducer_env: [("BUTTON_BATCH_MAX".to_owned(), "2".to_owned())].into(),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let pid = stack.pid(Component::Service(0)).expect("service pid");
+    let port = stack.endpoints().service_ports[0];
+
+    let mut ledger = Ledger::default();
+    for answer in press_many(&api, 100, 16).await {
+        ledger.record(&answer.expect("press"));
+    }
+    let start = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            api.current().await.is_ok_and(|s| s.id >= start.id)
+        })
+        .await
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        stalled.push(stalled_client(port).await);
+    }
+    let before = rss_kib(pid);
+
+    for answer in press_many(&api, 2_000, 16).await {
+        ledger.record(&answer.expect("press"));
+    }
+    let newest = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(120))
+        .await
+        .expect("persisted");
+    let produced = (newest.id - start.id) as usize;
+    assert!(produced > 500, "many states were produced ({produced})");
+    let mut reader = SseListener::connect(&api, None).await.expect("stream");
+    reader
+        .wait_for(Duration::from_secs(30), |s| s.id >= newest.id)
+        .await
+        .expect("a reading client is current");
+    let after = rss_kib(pid);
+
+    // A stalled client is sent what fits in the socket buffers (a few
+    // hundred frames on loopback), then only the newest state: it skips,
+    // the service holds nothing for it. A queue would deliver every state.
+    let received = drain_until(&mut stalled[0], newest.id).await;
+    assert!(
+        received + 100 < produced,
+        "a stalled client received {received} of {produced} states: they were queued"
+    );
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "service RSS grew by {grown} KiB with 40 stalled clients ({before} → {after} KiB)"
+    );
+}

@@ -1,0 +1,624 @@
+//! A throwaway local stack, one process per component.
+//!
+//! [`Stack::start`] brings up PostgreSQL (initdb + postgres), Redis, the
+//! Kafka-protocol broker (tansu), the service instances and the reducer, on
+//! free loopback ports, each in its own folder under one temporary
+//! directory, each logging to `logs/<component>.log`. Every component can
+//! be killed (SIGKILL), stopped (graceful), paused (SIGSTOP), resumed
+//! (SIGCONT) and restarted. Dropping the stack kills everything, also when
+//! a test panics; a test that panics leaves its folder and prints the tail
+//! of every log.
+//!
+//! Binaries are found by [`locate`]: `BUTTON_BIN_DIR`, `BUTTON_TANSU` and
+//! `BUTTON_PG_BIN` override the defaults.
+
+pub mod locate;
+mod process;
+
+use process::{Proc, Spec};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot find {what}: {hint}")]
+    NotFound { what: &'static str, hint: String },
+    #[error("{component}: {message}")]
+    Component {
+        component: Component,
+        message: String,
+    },
+    #[error("{component} did not become healthy within {waited:?}; log: {log}")]
+    Unhealthy {
+        component: Component,
+        waited: Duration,
+        log: PathBuf,
+    },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unknown component `{0}` (postgres, redis, broker, service, service-N, reducer)")]
+    UnknownComponent(String),
+    #[error("unknown broker storage `{0}` (sqlite, memory)")]
+    UnknownStorage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One process of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    Postgres,
+    Redis,
+    Broker,
+    Reducer,
+    Service(usize),
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Component::Postgres => f.write_str("postgres"),
+            Component::Redis => f.write_str("redis"),
+            Component::Broker => f.write_str("broker"),
+            Component::Reducer => f.write_str("reducer"),
+            Component::Service(i) => write!(f, "service-{i}"),
+        }
+    }
+}
+
+impl FromStr for Component {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "postgres" => Component::Postgres,
+            "redis" => Component::Redis,
+            "broker" | "kafka" => Component::Broker,
+            "reducer" => Component::Reducer,
+            "service" => Component::Service(0),
+            other => match other.strip_prefix("service-").and_then(|n| n.parse().ok()) {
+                Some(i) => Component::Service(i),
+                None => return Err(Error::UnknownComponent(other.to_owned())),
+            },
+        })
+    }
+}
+
+/// The broker's storage engine (tansu's `--storage-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BrokerStorage {
+    /// A SQLite file: resumes at the exact offset. The default.
+    #[default]
+    Sqlite,
+    /// In memory: fastest, but a fetch from the middle of a stored batch
+    /// returns the next batch, so a consumer that seeks skips records.
+    Memory,
+}
+
+impl FromStr for BrokerStorage {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sqlite" => Ok(BrokerStorage::Sqlite),
+            "memory" => Ok(BrokerStorage::Memory),
+            other => Err(Error::UnknownStorage(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for BrokerStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BrokerStorage::Sqlite => "sqlite",
+            BrokerStorage::Memory => "memory",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub partitions: i32,
+    pub broker_storage: BrokerStorage,
+    pub services: usize,
+    /// Start the reducer with the rest (tests of the service alone say no).
+    pub reducer: bool,
+    /// Extra `BUTTON_*` variables for every service instance.
+    pub service_env: BTreeMap<String, String>,
+    /// Extra `BUTTON_*` variables for the reducer.
+    pub reducer_env: BTreeMap<String, String>,
+    /// `RUST_LOG` for the service and the reducer.
+    pub log_filter: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    /// How long to wait for each component to become healthy.
+    pub health_timeout: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            partitions: 1,
+            broker_storage: BrokerStorage::Sqlite,
+            services: 1,
+            reducer: true,
+            service_env: BTreeMap::new(),
+            reducer_env: BTreeMap::new(),
+            log_filter: "info,rdkafka=warn".to_owned(),
+            topic: "press_button".to_owned(),
+            dlq_topic: "press_button.dlq".to_owned(),
+            health_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Ports and addresses of a running stack.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub postgres_port: u16,
+    pub redis_port: u16,
+    pub broker_port: u16,
+    pub reducer_port: u16,
+    pub service_ports: Vec<u16>,
+}
+
+pub struct Stack {
+    config: StackConfig,
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    endpoints: Endpoints,
+    procs: BTreeMap<Component, Proc>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts every component and waits until each is healthy.
+    pub async fn start(config: StackConfig) -> Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("button-stack-").tempdir()?;
+        let root = dir.path().to_path_buf();
+        // PostgreSQL runs as its own user and must be able to reach its folder.
+        set_mode(&root, 0o755)?;
+        std::fs::create_dir_all(root.join("logs"))?;
+        let endpoints = Endpoints {
+            postgres_port: free_port()?,
+            redis_port: free_port()?,
+            broker_port: free_port()?,
+            reducer_port: free_port()?,
+            service_ports: (0..config.services)
+                .map(|_| free_port())
+                .collect::<Result<_>>()?,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Component {
+                component: Component::Service(0),
+                message: e.to_string(),
+            })?;
+        let mut stack = Stack {
+            config,
+            dir: Some(dir),
+            root,
+            endpoints,
+            procs: BTreeMap::new(),
+            http,
+        };
+        stack.start_postgres().await?;
+        stack.start_component(Component::Redis).await?;
+        stack.start_component(Component::Broker).await?;
+        stack.create_topics().await?;
+        for i in 0..stack.config.services {
+            stack.start_component(Component::Service(i)).await?;
+        }
+        if stack.config.reducer {
+            stack.start_component(Component::Reducer).await?;
+        }
+        tracing::info!(root = %stack.root.display(), "stack up");
+        Ok(stack)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn database_url(&self) -> String {
+        format!(
+            "postgres://button@127.0.0.1:{}/button",
+            self.endpoints.postgres_port
+        )
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.endpoints.redis_port)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.endpoints.broker_port)
+    }
+
+    /// Base URL of service instance `i`.
+    pub fn service_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.endpoints.service_ports[i])
+    }
+
+    pub fn reducer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.endpoints.reducer_port)
+    }
+
+    pub fn log_path(&self, component: Component) -> PathBuf {
+        self.root.join("logs").join(format!("{component}.log"))
+    }
+
+    /// Process id, when the component runs.
+    pub fn pid(&self, component: Component) -> Option<u32> {
+        self.procs.get(&component).and_then(Proc::pid)
+    }
+
+    /// Components in start order.
+    pub fn components(&self) -> Vec<Component> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self, component: Component) -> Result<()> {
+        self.proc_mut(component)?.kill();
+        Ok(())
+    }
+
+    /// Graceful stop (SIGTERM; SIGINT for PostgreSQL's fast shutdown), then
+    /// SIGKILL after `grace`.
+    pub async fn stop(&mut self, component: Component, grace: Duration) -> Result<()> {
+        self.proc_mut(component)?.stop(grace).await;
+        Ok(())
+    }
+
+    /// SIGSTOP: the process holds its sockets but answers nothing.
+    pub fn pause(&mut self, component: Component) -> Result<()> {
+        self.proc_mut(component)?
+            .signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, component: Component) -> Result<()> {
+        self.proc_mut(component)?
+            .signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    /// Starts a component again (after kill or stop) and waits for health.
+    pub async fn start_component(&mut self, component: Component) -> Result<()> {
+        if let Some(proc) = self.procs.get_mut(&component) {
+            proc.respawn()?;
+        } else {
+            let spec = self.spec(component)?;
+            self.procs.insert(component, Proc::spawn(component, spec)?);
+        }
+        self.wait_healthy(component).await
+    }
+
+    /// Graceful stop, then start.
+    pub async fn restart(&mut self, component: Component) -> Result<()> {
+        self.stop(component, Duration::from_secs(10)).await?;
+        self.start_component(component).await
+    }
+
+    /// Whether the process is alive (a paused one is).
+    pub fn is_running(&mut self, component: Component) -> bool {
+        self.procs.get_mut(&component).is_some_and(Proc::is_running)
+    }
+
+    /// Waits up to `timeout` for a component to exit on its own: `Some(code)`
+    /// if it did (`code` is `None` when a signal ended it).
+    pub async fn wait_exit(
+        &mut self,
+        component: Component,
+        timeout: Duration,
+    ) -> Result<Option<Option<i32>>> {
+        Ok(self.proc_mut(component)?.wait_exit(timeout).await)
+    }
+
+    fn proc_mut(&mut self, component: Component) -> Result<&mut Proc> {
+        self.procs.get_mut(&component).ok_or(Error::Component {
+            component,
+            message: "not started".to_owned(),
+        })
+    }
+
+    fn spec(&self, component: Component) -> Result<Spec> {
+        let log = self.log_path(component);
+        let e = &self.endpoints;
+        Ok(match component {
+            Component::Postgres => {
+                let data = self.root.join("postgres");
+                Spec::new(locate::postgres_bin()?.join("postgres"), log)
+                    .args(["-D".into(), data.display().to_string()])
+                    .args(["-p".into(), e.postgres_port.to_string()])
+                    .args(
+                        [
+                            "-c",
+                            "listen_addresses=127.0.0.1",
+                            "-c",
+                            "unix_socket_directories=",
+                            "-c",
+                            "max_connections=200",
+                        ]
+                        .map(String::from),
+                    )
+                    .run_as_postgres_user()
+                    .stop_signal(nix::sys::signal::Signal::SIGINT)
+            }
+            Component::Redis => Spec::new(locate::redis_server()?, log)
+                .cwd(self.dir_for("redis")?)
+                .args([
+                    "--port".into(),
+                    e.redis_port.to_string(),
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                    "--save".into(),
+                    String::new(),
+                    "--appendonly".into(),
+                    "no".into(),
+                ]),
+            Component::Broker => {
+                let url = format!("tcp://127.0.0.1:{}", e.broker_port);
+                let storage = match self.config.broker_storage {
+                    // Relative to the broker's working directory.
+                    BrokerStorage::Sqlite => "sqlite://broker.db".to_owned(),
+                    BrokerStorage::Memory => "memory://tansu/".to_owned(),
+                };
+                Spec::new(locate::tansu()?, log)
+                    .cwd(self.dir_for("broker")?)
+                    .args([
+                        "broker".into(),
+                        "--listener-url".into(),
+                        url.clone(),
+                        "--advertised-listener-url".into(),
+                        url,
+                        "--storage-engine".into(),
+                        storage,
+                    ])
+            }
+            Component::Service(i) => Spec::new(locate::button_bin("button-service")?, log)
+                .envs(self.common_env())
+                .env(
+                    "BUTTON_HTTP_ADDR",
+                    format!("127.0.0.1:{}", e.service_ports[i]),
+                )
+                .envs(self.config.service_env.clone()),
+            Component::Reducer => Spec::new(locate::button_bin("button-reducer")?, log)
+                .envs(self.common_env())
+                .env("BUTTON_HTTP_ADDR", format!("127.0.0.1:{}", e.reducer_port))
+                .env("BUTTON_DLQ_TOPIC", self.config.dlq_topic.clone())
+                .envs(self.config.reducer_env.clone()),
+        })
+    }
+
+    fn common_env(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("BUTTON_DATABASE_URL".to_owned(), self.database_url()),
+            ("BUTTON_REDIS_URL".to_owned(), self.redis_url()),
+            ("BUTTON_KAFKA_BROKERS".to_owned(), self.brokers()),
+            ("BUTTON_TOPIC".to_owned(), self.config.topic.clone()),
+            ("RUST_LOG".to_owned(), self.config.log_filter.clone()),
+        ])
+    }
+
+    fn dir_for(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    async fn start_postgres(&mut self) -> Result<()> {
+        let data = self.root.join("postgres");
+        std::fs::create_dir_all(&data)?;
+        process::chown_to_postgres(&data)?;
+        let log = self.log_path(Component::Postgres);
+        let initdb = Spec::new(locate::postgres_bin()?.join("initdb"), log)
+            .args(["-D".into(), data.display().to_string()])
+            .args(
+                [
+                    "-U",
+                    "button",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]
+                .map(String::from),
+            )
+            .run_as_postgres_user();
+        let status = initdb.run_to_end().await?;
+        if !status.success() {
+            return Err(Error::Component {
+                component: Component::Postgres,
+                message: format!(
+                    "initdb failed ({status}); see {}",
+                    self.log_path(Component::Postgres).display()
+                ),
+            });
+        }
+        self.start_component(Component::Postgres).await?;
+        let admin = format!(
+            "postgres://button@127.0.0.1:{}/postgres",
+            self.endpoints.postgres_port
+        );
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .map_err(|e| Error::Component {
+                component: Component::Postgres,
+                message: e.to_string(),
+            })?;
+        sqlx::query("CREATE DATABASE button")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| Error::Component {
+                component: Component::Postgres,
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    async fn create_topics(&self) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .map_err(|e| Error::Component {
+                component: Component::Broker,
+                message: e.to_string(),
+            })?;
+        let topics = [
+            NewTopic::new(
+                &self.config.topic,
+                self.config.partitions,
+                TopicReplication::Fixed(1),
+            ),
+            NewTopic::new(&self.config.dlq_topic, 1, TopicReplication::Fixed(1)),
+        ];
+        let results = admin
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .map_err(|e| Error::Component {
+                component: Component::Broker,
+                message: e.to_string(),
+            })?;
+        for result in results {
+            if let Err((topic, code)) = result
+                && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(Error::Component {
+                    component: Component::Broker,
+                    message: format!("creating {topic}: {code}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_healthy(&mut self, component: Component) -> Result<()> {
+        let started = Instant::now();
+        let timeout = self.config.health_timeout;
+        loop {
+            if self.check(component).await {
+                tracing::debug!(%component, waited = ?started.elapsed(), "healthy");
+                return Ok(());
+            }
+            let proc = self.proc_mut(component)?;
+            if let Some(code) = proc.exited() {
+                return Err(Error::Component {
+                    component,
+                    message: format!(
+                        "exited with {code:?} while starting; log: {}",
+                        proc.log().display()
+                    ),
+                });
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::Unhealthy {
+                    component,
+                    waited: timeout,
+                    log: self.log_path(component),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn check(&self, component: Component) -> bool {
+        let e = &self.endpoints;
+        match component {
+            Component::Postgres => {
+                let url = format!("postgres://button@127.0.0.1:{}/postgres", e.postgres_port);
+                <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .is_ok()
+            }
+            Component::Redis => {
+                let Ok(client) = redis::Client::open(self.redis_url()) else {
+                    return false;
+                };
+                let ping = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(1), ping).await,
+                    Ok(Ok(_))
+                )
+            }
+            Component::Broker => tokio::net::TcpStream::connect(("127.0.0.1", e.broker_port))
+                .await
+                .is_ok(),
+            Component::Service(i) => {
+                self.http_ok(&format!("{}/health/ready", self.service_url(i)))
+                    .await
+            }
+            Component::Reducer => {
+                self.http_ok(&format!("{}/health/ready", self.reducer_url()))
+                    .await
+            }
+        }
+    }
+
+    async fn http_ok(&self, url: &str) -> bool {
+        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// Keeps the folder (logs, data) after the stack is dropped.
+    pub fn keep(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.root.clone()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Dependents first, so nothing logs errors about the others going away.
+        for proc in self.procs.values_mut().rev() {
+            proc.kill();
+        }
+        let keep = std::env::var_os("BUTTON_STACK_KEEP").is_some();
+        if std::thread::panicking() || keep {
+            let root = self.keep();
+            if std::thread::panicking() {
+                eprintln!("stack folder kept at {}", root.display());
+                for component in self.procs.keys() {
+                    let log = self.log_path(*component);
+                    eprintln!("----- last lines of {} -----", log.display());
+                    eprintln!("{}", process::tail(&log, 40));
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
