@@ -2,7 +2,7 @@
 //! PostgreSQL → Redis → SSE, and the exactly-once invariant across a
 //! reducer crash.
 
-use button_e2e::{Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers};
+use button_client::{Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers};
 use button_stack::{Component, Stack, StackConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! The HTTP contract: stable error codes for bad input, and a fast 503
 //! while the broker is down.
 
-use button_e2e::{Api, init_test_logs, wait_until};
+use button_client::{Api, init_test_logs, wait_until};
 use button_stack::{Component, Stack, StackConfig};
 use std::time::{Duration, Instant};
 

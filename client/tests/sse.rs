@@ -1,7 +1,7 @@
 //! The state stream: the current state at once, `Last-Event-ID`, the
 //! client cap, ETags, Redis outages, and slow clients.
 
-use button_e2e::{
+use button_client::{
     Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers, wait_until,
 };
 use button_stack::{Component, Stack, StackConfig};

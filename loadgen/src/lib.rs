@@ -1,0 +1,148 @@
+//! The lab's command line.
+//!
+//! - `loadgen stack up`: a local stack on free ports (see `button-stack`),
+//!   a few presses, and the live state as it changes, until Ctrl-C.
+
+use anyhow::Context;
+use button_client::{Api, SseListener};
+use button_domain::Snapshot;
+use button_stack::{BrokerStorage, Stack, StackConfig};
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about = "The Button lab")]
+pub struct Cli {
+    /// More logs (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A local stack to poke by hand.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackAction {
+    /// Starts PostgreSQL, Redis, the broker, the service and the reducer on
+    /// free ports, presses a few times, then prints every new state until
+    /// Ctrl-C (which tears everything down).
+    Up {
+        /// Partitions of the press topic.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// The broker's storage engine: sqlite (exact resume) or memory.
+        #[arg(long, default_value = "sqlite")]
+        storage: BrokerStorage,
+        /// Presses to make once the stack is up.
+        #[arg(long, default_value_t = 5)]
+        presses: usize,
+        /// Exit after the presses are shown instead of waiting for Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+pub fn init_logs(verbose: u8) {
+    let filter = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Stack {
+            action:
+                StackAction::Up {
+                    partitions,
+                    storage,
+                    presses,
+                    once,
+                },
+        } => stack_up(partitions, storage, presses, once).await,
+    }
+}
+
+async fn stack_up(
+    partitions: i32,
+    storage: BrokerStorage,
+    presses: usize,
+    once: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(partitions >= 1, "--partitions must be at least 1");
+    eprintln!("starting PostgreSQL, Redis, the broker ({storage}), the service and the reducer...");
+    let stack = Stack::start(StackConfig {
+        partitions,
+        broker_storage: storage,
+        ..StackConfig::default()
+    })
+    .await
+    .context("starting the local stack")?;
+    let url = stack.service_url(0);
+    println!("service:  {url}");
+    println!("  press:  curl -X POST {url}/v1/events/press");
+    println!("  state:  curl {url}/v1/states/current");
+    println!("  stream: curl -N {url}/v1/states/stream");
+    println!(
+        "  health: {url}/health   metrics: {url}/metrics   reducer metrics: {}/metrics",
+        stack.reducer_url()
+    );
+    println!("logs:     {}", stack.root().join("logs").display());
+
+    let api = Api::new(url);
+    let mut sse = SseListener::connect(&api, None)
+        .await
+        .context("opening the state stream")?;
+    let mut last_id = -1;
+    for _ in 0..presses {
+        match api.press().await {
+            Ok(a) => println!(
+                "pressed: partition {} offset {} (request {})",
+                a.partition, a.offset, a.request_id
+            ),
+            Err(r) => println!("press refused: {} {}", r.status, r.code),
+        }
+    }
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let next = sse.wait_for(Duration::from_secs(if once { 30 } else { 3600 }), |s| {
+            s.id > last_id
+        });
+        tokio::select! {
+            _ = &mut shutdown => break,
+            state = next => {
+                let Some(state) = state else { break };
+                last_id = state.id;
+                print_state(&state);
+                if once && state.counter >= presses as u64 {
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("tearing the stack down");
+    Ok(())
+}
+
+fn print_state(s: &Snapshot) {
+    println!(
+        "state {:>5}: counter {:>6}  {:<5}  entropy {:.3}  cooldown {:>5} ms  batch {:>4}  offsets {:?}",
+        s.id, s.counter, s.phase, s.entropy, s.cooldown_ms, s.batch_size, s.offsets
+    );
+}

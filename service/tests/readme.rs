@@ -1,0 +1,11 @@
+//! Every configuration key is documented in the README.
+
+#[test]
+fn every_key_is_in_the_readme() {
+    let readme = include_str!("../../README.md");
+    let keys = serde_json::to_value(button_service::Config::default()).expect("config serialises");
+    for key in keys.as_object().expect("a table").keys() {
+        let var = format!("`BUTTON_{}`", key.to_uppercase());
+        assert!(readme.contains(&var), "README does not document {var}");
+    }
+}
