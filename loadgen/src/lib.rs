@@ -2,6 +2,11 @@
 //!
 //! - `loadgen stack up`: a local stack on free ports (see `button-stack`),
 //!   a few presses, and the live state as it changes, until Ctrl-C.
+//! - `loadgen probe`: a burst of presses through a local stack, stored
+//!   with its latency, drain time and exactly-once verdict.
+
+pub mod meta;
+pub mod probe;
 
 use anyhow::Context;
 use button_client::{Api, SseListener};
@@ -27,6 +32,30 @@ pub enum Command {
         #[command(subcommand)]
         action: StackAction,
     },
+    /// A burst of presses through a fresh local stack: press latency, time
+    /// to drain, exactly-once verdict; stored under experiments/.
+    Probe {
+        #[arg(long, default_value = "sqlite")]
+        storage: BrokerStorage,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 3000)]
+        presses: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// SIGKILL the reducer mid-burst and restart it.
+        #[arg(long)]
+        kill_reducer: bool,
+        /// Extra service variable, e.g. `BUTTON_PRODUCER=linger.ms=20` (repeatable).
+        #[arg(long = "service-env", value_parser = parse_var)]
+        service_env: Vec<(String, String)>,
+        /// Extra reducer variable, e.g. `BUTTON_BATCH_MAX=7` (repeatable).
+        #[arg(long = "reducer-env", value_parser = parse_var)]
+        reducer_env: Vec<(String, String)>,
+        /// Where runs are stored.
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +77,16 @@ pub enum StackAction {
         #[arg(long)]
         once: bool,
     },
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    if !k.starts_with("BUTTON_") {
+        return Err(format!("`{k}` is not a BUTTON_ variable"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 pub fn init_logs(verbose: u8) {
@@ -75,6 +114,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     once,
                 },
         } => stack_up(partitions, storage, presses, once).await,
+        Command::Probe {
+            storage,
+            partitions,
+            presses,
+            concurrency,
+            kill_reducer,
+            service_env,
+            reducer_env,
+            out,
+        } => {
+            anyhow::ensure!(
+                partitions >= 1 && presses >= 1 && concurrency >= 1,
+                "--partitions, --presses and --concurrency must be at least 1"
+            );
+            let args = probe::ProbeArgs {
+                storage,
+                partitions,
+                presses,
+                concurrency,
+                kill_reducer,
+                service_env: service_env.into_iter().collect(),
+                reducer_env: reducer_env.into_iter().collect(),
+                out_dir: out,
+            };
+            let dir = probe::run(args).await?;
+            eprintln!("stored in {}", dir.display());
+            Ok(())
+        }
     }
 }
 
