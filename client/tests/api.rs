@@ -35,7 +35,17 @@ async fn bad_requests_get_stable_codes_and_a_dead_broker_a_fast_503() {
     let api = Api::new(stack.service_url(0));
     use reqwest::Method;
     let json = Some("application/json");
-    let cases: Vec<(&str, Method, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (name, method, path, content type, body, status, code)
+    type Case<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        Option<&'a str>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             "broken JSON",
             Method::POST,

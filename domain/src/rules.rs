@@ -291,8 +291,10 @@ mod tests {
                 ..
             })
         ));
-        let mut r = Ruleset::default();
-        r.entropy_alpha = 0.0;
+        let r = Ruleset {
+            entropy_alpha: 0.0,
+            ..Ruleset::default()
+        };
         assert!(matches!(
             r.validate(),
             Err(RulesetError::OutOfRange {
