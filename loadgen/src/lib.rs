@@ -7,6 +7,7 @@
 
 pub mod meta;
 pub mod probe;
+pub mod scenario;
 
 use anyhow::Context;
 use button_client::{Api, SseListener};

@@ -1,0 +1,583 @@
+//! Scenarios: what stack to start, how to tune it, what load and faults to
+//! apply, and what must hold. Read from TOML; unknown keys are errors that
+//! name the key and the file.
+
+use button_stack::{BrokerStorage, Component};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Defaults to the file name without `.toml`.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub stack: StackSection,
+    /// `button-service` keys (see the README), e.g. `produce_timeout_ms`,
+    /// and `[service.producer]` for librdkafka properties.
+    #[serde(default)]
+    pub service: toml::Table,
+    /// `button-reducer` keys, e.g. `batch_max`, `batch_linger_ms`,
+    /// `commit_every_batches`, and `[reducer.consumer]`.
+    #[serde(default)]
+    pub reducer: toml::Table,
+    #[serde(rename = "phase")]
+    pub phases: Vec<Phase>,
+    #[serde(default)]
+    pub sse: SseSection,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+    /// Tuning keys (`reducer.batch_max`, `service.producer.linger.ms`) to
+    /// lists of values; every combination is one run.
+    #[serde(default)]
+    pub sweep: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default, rename = "assert")]
+    pub asserts: Asserts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    #[default]
+    Local,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StackSection {
+    pub driver: Driver,
+    pub partitions: i32,
+    pub services: usize,
+    /// The local broker's storage engine: `sqlite` or `memory`.
+    pub broker_storage: String,
+}
+
+impl Default for StackSection {
+    fn default() -> Self {
+        StackSection {
+            driver: Driver::Local,
+            partitions: 1,
+            services: 1,
+            broker_storage: "sqlite".to_owned(),
+        }
+    }
+}
+
+/// One load step. Closed model: `users` (reached over `ramp_s`) press as
+/// fast as answers come. Open model: `rate` presses per second, each timed
+/// from when it was due.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    #[serde(default)]
+    pub name: String,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub users: Option<usize>,
+    #[serde(default)]
+    pub ramp_s: f64,
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+impl Phase {
+    pub fn is_open(&self) -> bool {
+        self.rate.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SseSection {
+    /// SSE connections held open during the run; the first one also times
+    /// produce-to-SSE.
+    pub listeners: usize,
+}
+
+impl Default for SseSection {
+    fn default() -> Self {
+        SseSection { listeners: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultAction {
+    Kill,
+    Stop,
+    Pause,
+    Resume,
+    Restart,
+    Start,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Seconds from the start of the load.
+    pub at_s: f64,
+    pub action: FaultAction,
+    /// postgres, redis, broker, reducer, service, service-N.
+    pub target: String,
+    /// Undo after this many seconds: kill/stop → start, pause → resume.
+    #[serde(default, rename = "for_s")]
+    pub for_s: Option<f64>,
+}
+
+impl Fault {
+    pub fn component(&self) -> Component {
+        self.target
+            .parse()
+            .expect("validated when the scenario was loaded")
+    }
+}
+
+/// Service-level objectives; any that fails makes the exit code non-zero.
+/// `lost` and `duplicated` are always checked (they must be 0).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Asserts {
+    pub p99_press_ms: Option<f64>,
+    pub p99_press_to_sse_ms: Option<f64>,
+    pub p999_press_to_sse_ms: Option<f64>,
+    pub p99_fanout_ms: Option<f64>,
+    pub min_accepted_per_s: Option<f64>,
+    pub max_error_rate: Option<f64>,
+    pub max_drain_s: Option<f64>,
+    pub lost: Option<u64>,
+    pub duplicated: Option<u64>,
+}
+
+/// `smoke` → `scenarios/smoke.toml`; a path stays a path.
+pub fn resolve(name_or_path: &str) -> PathBuf {
+    let path = PathBuf::from(name_or_path);
+    if path.extension().is_some() || path.components().count() > 1 {
+        path
+    } else {
+        PathBuf::from("scenarios").join(format!("{name_or_path}.toml"))
+    }
+}
+
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let mut scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    if scenario.name.is_empty() {
+        scenario.name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("scenario")
+            .to_owned();
+    }
+    scenario.validate(path)?;
+    Ok(scenario)
+}
+
+impl Scenario {
+    fn validate(&self, path: &Path) -> Result<(), ScenarioError> {
+        let invalid = |key: String, message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        if self.phases.is_empty() {
+            return Err(invalid(
+                "phase".into(),
+                "at least one [[phase]] is needed".into(),
+            ));
+        }
+        for (i, p) in self.phases.iter().enumerate() {
+            let key = |k: &str| format!("phase[{i}].{k}");
+            if !(p.duration_s > 0.0) {
+                return Err(invalid(key("duration_s"), "must be > 0".into()));
+            }
+            match (p.users, p.rate) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("rate"),
+                        "a phase has users (closed model) or rate (open model), not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("users"),
+                        "a phase needs users (closed model) or rate (open model)".into(),
+                    ));
+                }
+                (Some(0), _) => return Err(invalid(key("users"), "must be at least 1".into())),
+                (_, Some(r)) if !(r > 0.0) => {
+                    return Err(invalid(key("rate"), "must be > 0".into()));
+                }
+                _ => {}
+            }
+            if p.ramp_s < 0.0 || p.ramp_s > p.duration_s {
+                return Err(invalid(
+                    key("ramp_s"),
+                    "must be between 0 and duration_s".into(),
+                ));
+            }
+        }
+        if self.stack.partitions < 1 {
+            return Err(invalid(
+                "stack.partitions".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.stack.services < 1 {
+            return Err(invalid(
+                "stack.services".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        self.stack
+            .broker_storage
+            .parse::<BrokerStorage>()
+            .map_err(|e| invalid("stack.broker_storage".into(), e.to_string()))?;
+        for (i, f) in self.faults.iter().enumerate() {
+            let component: Component = f.target.parse().map_err(|e: button_stack::Error| {
+                invalid(format!("fault[{i}].target"), e.to_string())
+            })?;
+            if let Component::Service(n) = component
+                && n >= self.stack.services
+            {
+                return Err(invalid(
+                    format!("fault[{i}].target"),
+                    format!("there are {} service instances", self.stack.services),
+                ));
+            }
+            if f.at_s < 0.0 {
+                return Err(invalid(format!("fault[{i}].at_s"), "must be >= 0".into()));
+            }
+        }
+        check_tuning(&self.service, &service_keys(), "service").map_err(|(k, m)| invalid(k, m))?;
+        check_tuning(&self.reducer, &reducer_keys(), "reducer").map_err(|(k, m)| invalid(k, m))?;
+        for key in self.sweep.keys() {
+            let (section, rest) = key.split_once('.').unwrap_or((key.as_str(), ""));
+            let known = match section {
+                "service" => service_keys(),
+                "reducer" => reducer_keys(),
+                _ => {
+                    return Err(invalid(
+                        format!("sweep.\"{key}\""),
+                        "must start with service. or reducer.".into(),
+                    ));
+                }
+            };
+            let first = rest.split('.').next().unwrap_or("");
+            if !known.contains_key(first) {
+                return Err(invalid(
+                    format!("sweep.\"{key}\""),
+                    format!("`{first}` is not a {section} key"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `BUTTON_*` variables for the service from `[service]`.
+    pub fn service_env(&self) -> BTreeMap<String, String> {
+        to_env(&self.service)
+    }
+
+    pub fn reducer_env(&self) -> BTreeMap<String, String> {
+        to_env(&self.reducer)
+    }
+
+    pub fn total_duration_s(&self) -> f64 {
+        self.phases.iter().map(|p| p.duration_s).sum()
+    }
+}
+
+/// Keys of a binary's configuration and whether they hold librdkafka tables.
+fn keys_of(value: serde_json::Value) -> BTreeMap<String, bool> {
+    value
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.is_object())).collect())
+        .unwrap_or_default()
+}
+
+fn service_keys() -> BTreeMap<String, bool> {
+    keys_of(serde_json::to_value(button_service::Config::default()).unwrap_or_default())
+}
+
+fn reducer_keys() -> BTreeMap<String, bool> {
+    keys_of(serde_json::to_value(button_reducer::Config::default()).unwrap_or_default())
+}
+
+/// Addresses and names belong to the stack, not to a scenario.
+const OWNED_BY_STACK: &[&str] = &[
+    "http_addr",
+    "database_url",
+    "redis_url",
+    "kafka_brokers",
+    "topic",
+    "dlq_topic",
+];
+
+fn check_tuning(
+    table: &toml::Table,
+    known: &BTreeMap<String, bool>,
+    section: &str,
+) -> Result<(), (String, String)> {
+    for (key, value) in table {
+        let name = format!("{section}.{key}");
+        match known.get(key) {
+            None => {
+                return Err((
+                    name,
+                    format!("unknown {section} key (see the README's button-{section} table)"),
+                ));
+            }
+            Some(_) if OWNED_BY_STACK.contains(&key.as_str()) => {
+                return Err((name, "is set by the stack driver, not by a scenario".into()));
+            }
+            Some(true) if !value.is_table() => {
+                return Err((name, "must be a table of librdkafka properties".into()));
+            }
+            Some(false) if value.is_table() || value.is_array() => {
+                return Err((name, "must be a single value".into()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn scalar(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn to_env(table: &toml::Table) -> BTreeMap<String, String> {
+    table
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::Table(props) => props
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", scalar(v)))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => scalar(other),
+            };
+            (format!("BUTTON_{}", key.to_uppercase()), text)
+        })
+        .collect()
+}
+
+/// Sets `section.key[.property]` to `value` (a sweep point).
+pub fn apply_override(scenario: &mut Scenario, key: &str, value: &toml::Value) {
+    let (section, rest) = key.split_once('.').unwrap_or((key, ""));
+    let table = if section == "service" {
+        &mut scenario.service
+    } else {
+        &mut scenario.reducer
+    };
+    match rest.split_once('.') {
+        // A librdkafka property: `service.producer.linger.ms`.
+        Some((sub, property)) => {
+            let entry = table
+                .entry(sub.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                t.insert(property.to_owned(), value.clone());
+            }
+        }
+        None => {
+            table.insert(rest.to_owned(), value.clone());
+        }
+    }
+}
+
+/// Every combination of the sweep's values, as (key, value) lists.
+pub fn sweep_points(sweep: &BTreeMap<String, Vec<toml::Value>>) -> Vec<Vec<(String, toml::Value)>> {
+    let mut points = vec![Vec::new()];
+    for (key, values) in sweep {
+        points = points
+            .into_iter()
+            .flat_map(|point| {
+                values.iter().map(move |v| {
+                    let mut p = point.clone();
+                    p.push((key.clone(), v.clone()));
+                    p
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[phase]]\nduration_s = 5\nrate = 100\n";
+
+    fn parse_str(text: &str) -> Result<Scenario, ScenarioError> {
+        parse(Path::new("scenarios/test.toml"), text)
+    }
+
+    #[test]
+    fn minimal_scenario_gets_defaults_and_its_name() {
+        let s = parse_str(MINIMAL).expect("valid");
+        assert_eq!(s.name, "test");
+        assert_eq!(s.stack.partitions, 1);
+        assert_eq!(s.sse.listeners, 1);
+        assert!(s.phases[0].is_open());
+    }
+
+    #[test]
+    fn a_typo_names_the_key_and_the_file() {
+        let err = parse_str(&format!("[stack]\npartitons = 2\n{MINIMAL}"))
+            .expect_err("typo")
+            .to_string();
+        assert!(
+            err.contains("scenarios/test.toml") && err.contains("partitons"),
+            "{err}"
+        );
+        let err = parse_str("[[phase]]\nduration_s = 5\nrate = 1\nusres = 3\n")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("usres"), "{err}");
+    }
+
+    #[test]
+    fn unknown_tuning_keys_are_named() {
+        let err = parse_str(&format!("[reducer]\nbatch_maxx = 5\n{MINIMAL}"))
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("reducer.batch_maxx"), "{err}");
+        let err = parse_str(&format!("[service]\ndatabase_url = \"x\"\n{MINIMAL}"))
+            .expect_err("owned")
+            .to_string();
+        assert!(
+            err.contains("service.database_url") && err.contains("stack driver"),
+            "{err}"
+        );
+        let err = parse_str(&format!("[sweep]\n\"reducer.nope\" = [1]\n{MINIMAL}"))
+            .expect_err("sweep")
+            .to_string();
+        assert!(err.contains("reducer.nope"), "{err}");
+    }
+
+    #[test]
+    fn phases_need_exactly_one_model() {
+        let err = parse_str("[[phase]]\nduration_s = 5\n")
+            .expect_err("no model")
+            .to_string();
+        assert!(err.contains("phase[0].users"), "{err}");
+        let err = parse_str("[[phase]]\nduration_s = 5\nusers = 2\nrate = 3\n")
+            .expect_err("both")
+            .to_string();
+        assert!(err.contains("phase[0].rate"), "{err}");
+        let err = parse_str("[[phase]]\nduration_s = 0\nrate = 3\n")
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("phase[0].duration_s"), "{err}");
+        let err = parse_str("").expect_err("none").to_string();
+        assert!(err.contains("phase"), "{err}");
+    }
+
+    #[test]
+    fn fault_targets_and_storage_are_checked() {
+        let err = parse_str(&format!(
+            "{MINIMAL}[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"reduser\"\n"
+        ))
+        .expect_err("target")
+        .to_string();
+        assert!(
+            err.contains("fault[0].target") && err.contains("reduser"),
+            "{err}"
+        );
+        let err = parse_str(&format!(
+            "{MINIMAL}[[fault]]\nat_s = 1\naction = \"explode\"\ntarget = \"reducer\"\n"
+        ))
+        .expect_err("action")
+        .to_string();
+        assert!(err.contains("explode"), "{err}");
+        let err = parse_str(&format!("[stack]\nbroker_storage = \"s3\"\n{MINIMAL}"))
+            .expect_err("storage")
+            .to_string();
+        assert!(err.contains("stack.broker_storage"), "{err}");
+    }
+
+    #[test]
+    fn tuning_becomes_environment() {
+        let s = parse_str(&format!(
+            "[service.producer]\n\"linger.ms\" = 5\n\"compression.type\" = \"lz4\"\n[reducer]\nbatch_max = 100\n{MINIMAL}"
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.service_env()["BUTTON_PRODUCER"],
+            "compression.type=lz4,linger.ms=5"
+        );
+        assert_eq!(s.reducer_env()["BUTTON_BATCH_MAX"], "100");
+    }
+
+    #[test]
+    fn sweeps_are_cartesian_and_apply_to_tuning() {
+        let mut s = parse_str(&format!(
+            "[sweep]\n\"reducer.batch_max\" = [1, 10, 100]\n\"reducer.batch_linger_ms\" = [0, 5, 20]\n\"service.producer.linger.ms\" = [0, 5]\n{MINIMAL}"
+        ))
+        .expect("valid");
+        let points = sweep_points(&s.sweep);
+        assert_eq!(points.len(), 18);
+        for (k, v) in &points[17] {
+            apply_override(&mut s, k, v);
+        }
+        assert_eq!(s.reducer_env()["BUTTON_BATCH_MAX"], "100");
+        assert_eq!(s.service_env()["BUTTON_PRODUCER"], "linger.ms=5");
+    }
+
+    #[test]
+    fn names_resolve_to_the_scenarios_folder() {
+        assert_eq!(resolve("smoke"), PathBuf::from("scenarios/smoke.toml"));
+        assert_eq!(resolve("my/own.toml"), PathBuf::from("my/own.toml"));
+    }
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("scenarios folder") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1);
+    }
+}
