@@ -5,9 +5,11 @@
 //! - `loadgen probe`: a burst of presses through a local stack, stored
 //!   with its latency, drain time and exactly-once verdict.
 
+pub mod measure;
 pub mod meta;
 pub mod probe;
 pub mod scenario;
+pub mod verdict;
 
 use anyhow::Context;
 use button_client::{Api, SseListener};

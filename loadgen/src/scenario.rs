@@ -92,11 +92,13 @@ impl Default for StackSection {
 pub struct Phase {
     #[serde(default)]
     pub name: String,
-    pub duration_s: f64,
+    /// Whole seconds.
+    pub duration_s: u64,
     #[serde(default)]
     pub users: Option<usize>,
+    /// Whole seconds to reach `users` (closed model).
     #[serde(default)]
-    pub ramp_s: f64,
+    pub ramp_s: u64,
     #[serde(default)]
     pub rate: Option<f64>,
 }
@@ -218,7 +220,7 @@ impl Scenario {
         }
         for (i, p) in self.phases.iter().enumerate() {
             let key = |k: &str| format!("phase[{i}].{k}");
-            if !(p.duration_s > 0.0) {
+            if p.duration_s == 0 {
                 return Err(invalid(key("duration_s"), "must be > 0".into()));
             }
             match (p.users, p.rate) {
@@ -240,7 +242,7 @@ impl Scenario {
                 }
                 _ => {}
             }
-            if p.ramp_s < 0.0 || p.ramp_s > p.duration_s {
+            if p.ramp_s > p.duration_s {
                 return Err(invalid(
                     key("ramp_s"),
                     "must be between 0 and duration_s".into(),
@@ -313,7 +315,7 @@ impl Scenario {
         to_env(&self.reducer)
     }
 
-    pub fn total_duration_s(&self) -> f64 {
+    pub fn total_duration_s(&self) -> u64 {
         self.phases.iter().map(|p| p.duration_s).sum()
     }
 }
