@@ -8,6 +8,9 @@
 pub mod measure;
 pub mod meta;
 pub mod probe;
+pub mod report;
+pub mod run;
+pub mod sample;
 pub mod scenario;
 pub mod verdict;
 
@@ -34,6 +37,17 @@ pub enum Command {
     Stack {
         #[command(subcommand)]
         action: StackAction,
+    },
+    /// Runs a scenario (a file, or a name under scenarios/) and stores it
+    /// under experiments/. Exits non-zero when the verdict or an assert fails.
+    Run {
+        scenario: String,
+        /// Where runs are stored (CI uses a throwaway folder).
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// A burst of presses through a fresh local stack: press latency, time
     /// to drain, exactly-once verdict; stored under experiments/.
@@ -82,6 +96,27 @@ pub enum StackAction {
     },
 }
 
+async fn run_scenario(name: &str, out: std::path::PathBuf, quiet: bool) -> anyhow::Result<()> {
+    let path = scenario::resolve(name);
+    let scenario = scenario::load(&path)?;
+    anyhow::ensure!(
+        scenario.sweep.is_empty(),
+        "{}: has a [sweep]; use `loadgen sweep`",
+        path.display()
+    );
+    let options = run::RunOptions {
+        out_dir: out,
+        label: None,
+        progress: !quiet,
+    };
+    let outcome = run::run(&scenario, &options).await?;
+    run::print_summary(&outcome.summary, &outcome.dir);
+    if !outcome.summary.passed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn parse_var(text: &str) -> Result<(String, String), String> {
     let (k, v) = text
         .split_once('=')
@@ -117,6 +152,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     once,
                 },
         } => stack_up(partitions, storage, presses, once).await,
+        Command::Run {
+            scenario,
+            out,
+            quiet,
+        } => run_scenario(&scenario, out, quiet).await,
         Command::Probe {
             storage,
             partitions,

@@ -1,0 +1,104 @@
+//! Once a second during a run: throughput, latency of the last second, the
+//! binaries' own metrics (lag, batch sizes, database time, SSE clients) and
+//! CPU and memory of every process of the stack.
+
+use std::collections::BTreeMap;
+
+/// Sums every sample of `name` (any labels) in a Prometheus text page.
+pub fn metric_sum(page: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in page.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// CPU time (seconds) and resident memory (KiB) of a process.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    // USER_HZ is 100 on Linux.
+    Some((ticks / 100.0, rss))
+}
+
+/// CPU time and memory of a process and its direct children (PostgreSQL's
+/// backends are children of the postmaster).
+pub fn tree_usage(pid: u32) -> Option<(f64, u64)> {
+    let (mut cpu, mut rss) = process_usage(pid)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid)
+            && let Some((c, r)) = process_usage(child)
+        {
+            cpu += c;
+            rss += r;
+        }
+    }
+    Some((cpu, rss))
+}
+
+/// CPU use between two readings, per component, in percent of one core.
+pub fn cpu_percent(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    seconds: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, a)| {
+            before
+                .get(k)
+                .map(|b| (k.clone(), ((a - b) / seconds * 100.0).max(0.0)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_labelled_samples_and_ignores_prefixes() {
+        let page = "# TYPE reducer_consumer_lag gauge\nreducer_consumer_lag{partition=\"0\"} 3\nreducer_consumer_lag{partition=\"1\"} 4\nreducer_consumer_lag_total 7\n";
+        assert_eq!(metric_sum(page, "reducer_consumer_lag"), Some(7.0));
+        assert_eq!(metric_sum(page, "reducer_consumer_lag_total"), Some(7.0));
+        assert_eq!(metric_sum(page, "absent"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let (cpu, rss) = process_usage(std::process::id()).expect("own process");
+        assert!(cpu >= 0.0 && rss > 0);
+    }
+}
