@@ -64,6 +64,35 @@ pub fn write(
     ] {
         writeln!(md, "{}", latency_row(name, p))?;
     }
+    if s.phases.len() > 1 {
+        writeln!(
+            md,
+            "\n| phase | target | accepted/s | press p99 | to SSE p50 | to SSE p99 | to SSE p99.9 |\n|---|---|---|---|---|---|---|"
+        )?;
+        for p in &s.phases {
+            let target = p.rate.map_or_else(
+                || format!("{} users", p.users.unwrap_or(0)),
+                |r| format!("{r}/s"),
+            );
+            writeln!(
+                md,
+                "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                p.name,
+                target,
+                p.accepted_per_s,
+                p.press_latency.p99_ms,
+                p.press_to_sse.p50_ms,
+                p.press_to_sse.p99_ms,
+                p.press_to_sse.p999_ms
+            )?;
+        }
+    }
+    if let Some(knee) = s.knee_per_s {
+        writeln!(
+            md,
+            "\nKnee: **{knee} presses/s**, the highest rate meeting the p99 press-to-SSE limit with every press accepted."
+        )?;
+    }
     let v = &s.verdict;
     writeln!(
         md,

@@ -33,13 +33,33 @@ struct PhasePlan {
     start: Duration,
     end: Duration,
     rate: Option<f64>,
+    users: Option<usize>,
     slots: AtomicU64,
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    press: Series,
+    press_to_sse: Series,
+}
+
+/// What one phase measured.
+#[derive(Debug, Serialize)]
+pub struct PhaseSummary {
+    pub name: String,
+    pub start_s: f64,
+    pub duration_s: f64,
+    pub rate: Option<f64>,
+    pub users: Option<usize>,
+    pub sent: u64,
+    pub accepted: u64,
+    pub accepted_per_s: f64,
+    pub press_latency: Percentiles,
+    pub press_to_sse: Percentiles,
 }
 
 /// Presses waiting for the first state that covers them.
 #[derive(Default)]
 struct Tracker {
-    pending: BTreeMap<i32, BTreeMap<i64, Instant>>,
+    pending: BTreeMap<i32, BTreeMap<i64, (Instant, usize)>>,
     covered: BTreeMap<i32, i64>,
 }
 
@@ -62,20 +82,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn accept(&self, a: &Accepted, due: Instant) {
+    fn accept(&self, a: &Accepted, due: Instant, phase: usize) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.phases[phase].accepted.fetch_add(1, Ordering::Relaxed);
         lock(&self.ledger).record(a);
         let mut t = lock(&self.tracker);
         if t.covered.get(&a.partition).is_some_and(|&o| o >= a.offset) {
             // The state arrived before the answer did.
             drop(t);
-            self.press_to_sse.record(due.elapsed());
+            self.seen(due, phase, Instant::now());
         } else {
             t.pending
                 .entry(a.partition)
                 .or_default()
-                .insert(a.offset, due);
+                .insert(a.offset, (due, phase));
         }
+    }
+
+    fn seen(&self, due: Instant, phase: usize, now: Instant) {
+        let latency = now.saturating_duration_since(due);
+        self.press_to_sse.record(latency);
+        self.phases[phase].press_to_sse.record(latency);
     }
 
     fn error(&self, code: String) {
@@ -97,8 +124,8 @@ impl Shared {
                 }
             }
         }
-        for due in seen {
-            self.press_to_sse.record(now.saturating_duration_since(due));
+        for (due, phase) in seen {
+            self.seen(due, phase, now);
         }
         *lock(&self.last_tracked) = Some(s.clone());
     }
@@ -135,7 +162,13 @@ pub struct Summary {
     pub press_latency: Percentiles,
     pub press_to_sse: Percentiles,
     pub fanout: Percentiles,
+    pub phases: Vec<PhaseSummary>,
+    /// The highest open-model rate whose phase met the scenario's `[knee]`
+    /// objective with every press accepted.
+    pub knee_per_s: Option<f64>,
     pub lag_peak: f64,
+    /// Seconds from the lag's peak until it was next zero.
+    pub lag_recovery_s: Option<f64>,
     /// From the end of the load until PostgreSQL covered every accepted press.
     pub drain_s: Option<f64>,
     pub states: i64,
@@ -200,7 +233,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
                 start,
                 end: offset,
                 rate: p.rate,
+                users: p.users,
                 slots: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+                accepted: AtomicU64::new(0),
+                press: Series::new("press"),
+                press_to_sse: Series::new("press_to_sse"),
             }
         })
         .collect();
@@ -337,7 +375,29 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         press_latency: Percentiles::of(&shared.press.total()),
         press_to_sse: Percentiles::of(&shared.press_to_sse.total()),
         fanout: Percentiles::of(&shared.fanout.total()),
+        phases: shared
+            .phases
+            .iter()
+            .map(|p| {
+                let accepted = p.accepted.load(Ordering::Relaxed);
+                let duration_s = (p.end - p.start).as_secs_f64();
+                PhaseSummary {
+                    name: p.name.clone(),
+                    start_s: p.start.as_secs_f64(),
+                    duration_s,
+                    rate: p.rate,
+                    users: p.users,
+                    sent: p.sent.load(Ordering::Relaxed),
+                    accepted,
+                    accepted_per_s: accepted as f64 / duration_s,
+                    press_latency: Percentiles::of(&p.press.total()),
+                    press_to_sse: Percentiles::of(&p.press_to_sse.total()),
+                }
+            })
+            .collect(),
+        knee_per_s: None,
         lag_peak,
+        lag_recovery_s: lag_recovery(&dir.join("timeseries.csv")),
         drain_s,
         states: db_newest.as_ref().map_or(0, |s| s.id),
         verdict,
@@ -345,6 +405,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         asserts: Vec::new(),
         passed: false,
     };
+    summary.knee_per_s = knee(scenario, &summary.phases);
     summary.asserts = check_asserts(scenario, &summary);
     summary.passed = summary.verdict.clean && summary.asserts.iter().all(|a| a.passed);
 
@@ -445,7 +506,12 @@ use goose::goose::Scenario as Scenario_;
 async fn press_once(shared: &Shared, user: &mut GooseUser) {
     let start = *shared.start.get_or_init(Instant::now);
     let elapsed = start.elapsed();
-    let Some(phase) = shared.phases.iter().find(|p| elapsed < p.end) else {
+    let Some((index, phase)) = shared
+        .phases
+        .iter()
+        .enumerate()
+        .find(|(_, p)| elapsed < p.end)
+    else {
         tokio::time::sleep(Duration::from_millis(100)).await;
         return;
     };
@@ -463,18 +529,20 @@ async fn press_once(shared: &Shared, user: &mut GooseUser) {
         }
         None => Instant::now(),
     };
-    let _ = &phase.name;
     shared.sent.fetch_add(1, Ordering::Relaxed);
+    phase.sent.fetch_add(1, Ordering::Relaxed);
     let client = format!("user-{}", user.weighted_users_index);
     let answer = user
         .post_json("/v1/events/press", &serde_json::json!({ "client": client }))
         .await;
-    shared.press.record(due.elapsed());
+    let latency = due.elapsed();
+    shared.press.record(latency);
+    phase.press.record(latency);
     match answer {
         Ok(goose) => match goose.response {
             Ok(response) if response.status().as_u16() == 202 => {
                 match response.json::<Accepted>().await {
-                    Ok(a) => shared.accept(&a, due),
+                    Ok(a) => shared.accept(&a, due, index),
                     Err(_) => shared.error("bad_202_body".to_owned()),
                 }
             }
@@ -757,6 +825,40 @@ async fn scrape(http: &reqwest::Client, base: &str) -> Option<String> {
         .ok()
 }
 
+/// Seconds from the highest lag sample to the next sample at zero.
+fn lag_recovery(timeseries: &Path) -> Option<f64> {
+    let rows = crate::report::read_timeseries(timeseries);
+    let (t, lag) = (rows.get("t_s")?, rows.get("lag")?);
+    let (peak_i, peak) =
+        lag.iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .fold(
+                (0, 0.0),
+                |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+            );
+    if peak <= 0.0 {
+        return Some(0.0);
+    }
+    let zero_i = (peak_i..lag.len()).find(|&i| lag[i] == 0.0)?;
+    Some(t[zero_i] - t[peak_i])
+}
+
+/// The highest target rate whose phase kept every press and met the p99
+/// press-to-SSE limit.
+fn knee(scenario: &Scenario, phases: &[PhaseSummary]) -> Option<f64> {
+    let limit = scenario.knee.as_ref()?.p99_press_to_sse_ms;
+    phases
+        .iter()
+        .filter(|p| {
+            p.rate.is_some() && p.sent > 0 && p.accepted == p.sent && p.press_to_sse.p99_ms <= limit
+        })
+        .filter_map(|p| p.rate)
+        .fold(None, |best: Option<f64>, r| {
+            Some(best.map_or(r, |b| b.max(r)))
+        })
+}
+
 fn check_asserts(scenario: &Scenario, s: &Summary) -> Vec<AssertResult> {
     let a = &scenario.asserts;
     let mut out = Vec::new();
@@ -831,6 +933,32 @@ pub fn print_summary(s: &Summary, dir: &Path) {
     row("press", &s.press_latency);
     row("press to SSE", &s.press_to_sse);
     row("commit to client", &s.fanout);
+    if s.phases.len() > 1 {
+        println!(
+            "  {:<16} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "phase", "target", "ok/s", "press p99", "SSE p50", "SSE p99"
+        );
+        for p in &s.phases {
+            let target = p.rate.map_or_else(
+                || format!("{}u", p.users.unwrap_or(0)),
+                |r| format!("{r}/s"),
+            );
+            println!(
+                "  {:<16} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>9.2}",
+                p.name,
+                target,
+                p.accepted_per_s,
+                p.press_latency.p99_ms,
+                p.press_to_sse.p50_ms,
+                p.press_to_sse.p99_ms
+            );
+        }
+    }
+    if let Some(knee) = s.knee_per_s {
+        println!(
+            "  knee: {knee} presses/s (highest rate meeting the p99 press-to-SSE limit with no errors)"
+        );
+    }
     let v = &s.verdict;
     println!(
         "  exactly once: accepted {}, counted {}, lost {}, duplicated {}, last SSE frame {} -> {}",

@@ -54,6 +54,17 @@ pub struct Scenario {
     pub sweep: BTreeMap<String, Vec<toml::Value>>,
     #[serde(default, rename = "assert")]
     pub asserts: Asserts,
+    /// The service-level objective that defines the knee of a ramp.
+    #[serde(default)]
+    pub knee: Option<Knee>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knee {
+    /// The knee is the highest open-model rate whose phase kept every press
+    /// and stayed under this p99 press-to-SSE latency.
+    pub p99_press_to_sse_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
