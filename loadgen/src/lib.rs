@@ -5,6 +5,7 @@
 //! - `loadgen probe`: a burst of presses through a local stack, stored
 //!   with its latency, drain time and exactly-once verdict.
 
+pub mod lab;
 pub mod measure;
 pub mod meta;
 pub mod probe;
@@ -48,6 +49,28 @@ pub enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Runs every point of a scenario's [sweep] and stores a table and chart.
+    Sweep {
+        scenario: String,
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Two stored runs side by side (folder names under experiments/ or paths).
+    Compare {
+        a: String,
+        b: String,
+        #[arg(long, default_value = "experiments")]
+        experiments: std::path::PathBuf,
+    },
+    /// Regenerates SCALE.md's result sections from experiments/.
+    Report {
+        #[arg(long, default_value = "experiments")]
+        experiments: std::path::PathBuf,
+        #[arg(long, default_value = "SCALE.md")]
+        scale: std::path::PathBuf,
     },
     /// A burst of presses through a fresh local stack: press latency, time
     /// to drain, exactly-once verdict; stored under experiments/.
@@ -106,6 +129,7 @@ async fn run_scenario(name: &str, out: std::path::PathBuf, quiet: bool) -> anyho
     );
     let options = run::RunOptions {
         out_dir: out,
+        sweep_point: None,
         label: None,
         progress: !quiet,
     };
@@ -157,6 +181,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             quiet,
         } => run_scenario(&scenario, out, quiet).await,
+        Command::Sweep {
+            scenario,
+            out,
+            quiet,
+        } => {
+            if !lab::sweep(&scenario, &out, quiet).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Compare { a, b, experiments } => lab::compare(&a, &b, &experiments),
+        Command::Report { experiments, scale } => lab::report(&experiments, &scale),
         Command::Probe {
             storage,
             partitions,

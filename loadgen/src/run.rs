@@ -22,6 +22,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 pub struct RunOptions {
     pub out_dir: PathBuf,
+    /// The sweep point this run is (key → value), if any.
+    pub sweep_point: Option<BTreeMap<String, String>>,
     /// Appended to the run folder's name (a sweep point).
     pub label: Option<String>,
     pub progress: bool,
@@ -152,6 +154,7 @@ pub struct AssertResult {
 pub struct Summary {
     pub scenario: String,
     pub run: String,
+    pub sweep_point: Option<BTreeMap<String, String>>,
     pub started_at: String,
     pub load_s: f64,
     pub sent: u64,
@@ -361,6 +364,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let mut summary = Summary {
         scenario: scenario.name.clone(),
         run: name.clone(),
+        sweep_point: options.sweep_point.clone(),
         started_at: started_at.clone(),
         load_s,
         sent,

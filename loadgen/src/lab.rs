@@ -1,0 +1,474 @@
+//! `loadgen sweep`, `loadgen compare` and `loadgen report`: the workflow
+//! around stored runs.
+
+use crate::run::{RunOptions, print_summary, run};
+use crate::scenario::{self, apply_override, sweep_points};
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Serialize)]
+struct SweepPoint {
+    point: BTreeMap<String, String>,
+    run: String,
+    accepted_per_s: f64,
+    error_rate: f64,
+    press_p99_ms: f64,
+    press_to_sse_p50_ms: f64,
+    press_to_sse_p99_ms: f64,
+    press_to_sse_p999_ms: f64,
+    lag_peak: f64,
+    clean: bool,
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs every point of a scenario's `[sweep]`; returns whether all passed.
+pub async fn sweep(name: &str, out: &Path, quiet: bool) -> anyhow::Result<bool> {
+    let path = scenario::resolve(name);
+    let base = scenario::load(&path)?;
+    anyhow::ensure!(!base.sweep.is_empty(), "{}: has no [sweep]", path.display());
+    let points = sweep_points(&base.sweep);
+    let started = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let sweep_dir = out.join(format!("{started}-{}-sweep", base.name));
+    std::fs::create_dir_all(&sweep_dir)?;
+    eprintln!("{}: {} points", base.name, points.len());
+    let mut results = Vec::new();
+    let mut all_passed = true;
+    for (i, point) in points.iter().enumerate() {
+        let mut scenario = base.clone();
+        scenario.sweep.clear();
+        let mut labels = Vec::new();
+        let mut described = BTreeMap::new();
+        for (key, value) in point {
+            apply_override(&mut scenario, key, value);
+            let short = key.rsplit('.').next().unwrap_or(key);
+            labels.push(format!("{short}-{}", value_text(value)));
+            described.insert(key.clone(), value_text(value));
+        }
+        eprintln!("point {}/{}: {}", i + 1, points.len(), labels.join(" "));
+        let options = RunOptions {
+            out_dir: out.to_path_buf(),
+            sweep_point: Some(described.clone()),
+            label: Some(labels.join("_")),
+            progress: !quiet,
+        };
+        let outcome = run(&scenario, &options).await?;
+        print_summary(&outcome.summary, &outcome.dir);
+        let s = &outcome.summary;
+        all_passed &= s.passed;
+        results.push(SweepPoint {
+            point: described,
+            run: s.run.clone(),
+            accepted_per_s: s.accepted_per_s,
+            error_rate: s.error_rate,
+            press_p99_ms: s.press_latency.p99_ms,
+            press_to_sse_p50_ms: s.press_to_sse.p50_ms,
+            press_to_sse_p99_ms: s.press_to_sse.p99_ms,
+            press_to_sse_p999_ms: s.press_to_sse.p999_ms,
+            lag_peak: s.lag_peak,
+            clean: s.verdict.clean,
+        });
+    }
+    std::fs::write(
+        sweep_dir.join("sweep.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    std::fs::write(sweep_dir.join("scenario.toml"), toml::to_string(&base)?)?;
+    let table = sweep_table(&results);
+    std::fs::write(
+        sweep_dir.join("sweep.md"),
+        format!(
+            "# {} sweep\n\n{}\n![throughput vs p99](throughput_vs_p99.svg)\n",
+            base.name, table
+        ),
+    )?;
+    sweep_chart(&sweep_dir.join("throughput_vs_p99.svg"), &results)?;
+    println!("\n{table}\nsweep stored in {}", sweep_dir.display());
+    Ok(all_passed)
+}
+
+fn sweep_table(results: &[SweepPoint]) -> String {
+    let keys: Vec<String> = results
+        .first()
+        .map(|r| r.point.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| {} | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms | lag peak | verdict |",
+        keys.join(" | ")
+    );
+    let _ = writeln!(md, "|{}", "---|".repeat(keys.len() + 7));
+    for r in results {
+        let values: Vec<&str> = keys
+            .iter()
+            .map(|k| r.point.get(k).map_or("", String::as_str))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            values.join(" | "),
+            r.accepted_per_s,
+            r.press_p99_ms,
+            r.press_to_sse_p50_ms,
+            r.press_to_sse_p99_ms,
+            r.press_to_sse_p999_ms,
+            r.lag_peak,
+            if r.clean { "clean" } else { "FAILED" }
+        );
+    }
+    md
+}
+
+fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let x_max = results.iter().map(|r| r.accepted_per_s).fold(1.0, f64::max) * 1.1;
+    let y_max = results
+        .iter()
+        .map(|r| r.press_to_sse_p99_ms)
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "sweep: accepted presses/s vs p99 press-to-SSE (ms)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("accepted/s")
+        .y_desc("p99 ms")
+        .draw()?;
+    for r in results {
+        let label: Vec<String> = r.point.values().cloned().collect();
+        let (x, y) = (r.accepted_per_s, r.press_to_sse_p99_ms);
+        chart.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
+        chart.draw_series(std::iter::once(Text::new(
+            label.join("/"),
+            (x, y),
+            ("sans-serif", 10),
+        )))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// `experiments/<run>` or a path.
+fn run_dir(name: &str, experiments: &Path) -> PathBuf {
+    let p = PathBuf::from(name);
+    if p.is_dir() {
+        p
+    } else {
+        experiments.join(name)
+    }
+}
+
+fn load_summary(dir: &Path) -> anyhow::Result<Value> {
+    let path = dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+const COMPARED: &[(&str, &str)] = &[
+    ("accepted/s", "/accepted_per_s"),
+    ("error rate", "/error_rate"),
+    ("press p50 ms", "/press_latency/p50_ms"),
+    ("press p99 ms", "/press_latency/p99_ms"),
+    ("to SSE p50 ms", "/press_to_sse/p50_ms"),
+    ("to SSE p99 ms", "/press_to_sse/p99_ms"),
+    ("to SSE p99.9 ms", "/press_to_sse/p999_ms"),
+    ("fan-out p99 ms", "/fanout/p99_ms"),
+    ("lag peak", "/lag_peak"),
+    ("drain s", "/drain_s"),
+    ("lost", "/verdict/lost"),
+    ("duplicated", "/verdict/duplicated"),
+];
+
+pub fn compare(a: &str, b: &str, experiments: &Path) -> anyhow::Result<()> {
+    let (da, db) = (run_dir(a, experiments), run_dir(b, experiments));
+    let (sa, sb) = (load_summary(&da)?, load_summary(&db)?);
+    println!("A: {}\nB: {}\n", da.display(), db.display());
+    println!("{:<18} {:>12} {:>12} {:>8}", "", "A", "B", "B/A");
+    for (label, pointer) in COMPARED {
+        let va = sa.pointer(pointer).and_then(Value::as_f64);
+        let vb = sb.pointer(pointer).and_then(Value::as_f64);
+        let ratio = match (va, vb) {
+            (Some(x), Some(y)) if x != 0.0 => format!("{:.2}", y / x),
+            _ => "-".to_owned(),
+        };
+        let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        println!("{label:<18} {:>12} {:>12} {:>8}", show(va), show(vb), ratio);
+    }
+    Ok(())
+}
+
+/// Regenerates the generated sections of SCALE.md (between
+/// `<!-- report:NAME -->` and `<!-- /report:NAME -->`) from stored runs.
+pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
+    let mut runs: Vec<(String, Value, Value)> = Vec::new();
+    let mut sweeps: Vec<(String, Value)> = Vec::new();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(experiments)
+        .with_context(|| format!("reading {}", experiments.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    names.sort();
+    for dir in names {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if let Ok(text) = std::fs::read_to_string(dir.join("sweep.json")) {
+            sweeps.push((name, serde_json::from_str(&text)?));
+        } else if dir.join("summary.json").is_file() && dir.join("scenario.toml").is_file() {
+            let meta = std::fs::read_to_string(dir.join("meta.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            runs.push((name, load_summary(&dir)?, meta.unwrap_or(Value::Null)));
+        }
+    }
+    let mut sections = BTreeMap::new();
+    sections.insert("runs", runs_table(&runs));
+    sections.insert("knee", knee_section(&runs));
+    sections.insert("spike", spike_section(&runs));
+    sections.insert("faults", faults_section(&runs));
+    sections.insert("sweep", sweep_section(&sweeps));
+    let mut text =
+        std::fs::read_to_string(scale).with_context(|| format!("reading {}", scale.display()))?;
+    for (name, body) in sections {
+        let (open, close) = (
+            format!("<!-- report:{name} -->"),
+            format!("<!-- /report:{name} -->"),
+        );
+        let (Some(a), Some(b)) = (text.find(&open), text.find(&close)) else {
+            anyhow::bail!("{}: missing the markers {open} … {close}", scale.display());
+        };
+        text.replace_range(a + open.len()..b, &format!("\n{body}"));
+    }
+    std::fs::write(scale, text)?;
+    println!(
+        "{} regenerated from {} runs and {} sweeps",
+        scale.display(),
+        runs.len(),
+        sweeps.len()
+    );
+    Ok(())
+}
+
+fn num(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .map_or("-".to_owned(), |x| format!("{x:.2}"))
+}
+
+fn verdict(v: &Value) -> &'static str {
+    if v.pointer("/verdict/clean").and_then(Value::as_bool) == Some(true) {
+        "clean"
+    } else {
+        "FAILED"
+    }
+}
+
+fn runs_table(runs: &[(String, Value, Value)]) -> String {
+    let mut md = String::from(
+        "| run | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms | fan-out p99 ms | lag peak | lost | dup | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, s, _) in runs
+        .iter()
+        .filter(|(_, s, _)| s.get("sweep_point").is_none_or(Value::is_null))
+    {
+        let _ = writeln!(
+            md,
+            "| `{name}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            num(s, "/accepted_per_s"),
+            num(s, "/press_latency/p99_ms"),
+            num(s, "/press_to_sse/p50_ms"),
+            num(s, "/press_to_sse/p99_ms"),
+            num(s, "/press_to_sse/p999_ms"),
+            num(s, "/fanout/p99_ms"),
+            num(s, "/lag_peak"),
+            num(s, "/verdict/lost"),
+            num(s, "/verdict/duplicated"),
+            verdict(s)
+        );
+    }
+    if let Some((_, _, meta)) = runs.last() {
+        let _ = writeln!(
+            md,
+            "\nMachine: {}, {} cores, {} KiB; kernel {}; {}; {}; {}.",
+            meta.pointer("/machine/cpu_model")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            meta.pointer("/machine/cores")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            meta.pointer("/machine/memory_kib")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            meta.pointer("/machine/kernel")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            meta.pointer("/versions/broker")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            meta.pointer("/versions/postgres")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            meta.pointer("/versions/redis")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+        );
+    }
+    md
+}
+
+fn phase_rows(s: &Value) -> String {
+    let mut md = String::from(
+        "| phase | target/s | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms |\n|---|---|---|---|---|---|---|\n",
+    );
+    for p in s
+        .get("phases")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            p.get("name").and_then(Value::as_str).unwrap_or("?"),
+            num(p, "/rate"),
+            num(p, "/accepted_per_s"),
+            num(p, "/press_latency/p99_ms"),
+            num(p, "/press_to_sse/p50_ms"),
+            num(p, "/press_to_sse/p99_ms"),
+            num(p, "/press_to_sse/p999_ms"),
+        );
+    }
+    md
+}
+
+fn latest<'a>(
+    runs: &'a [(String, Value, Value)],
+    pred: impl Fn(&Value) -> bool,
+) -> Option<&'a (String, Value, Value)> {
+    runs.iter().rev().find(|(_, s, _)| pred(s))
+}
+
+fn knee_section(runs: &[(String, Value, Value)]) -> String {
+    match latest(runs, |s| {
+        s.get("knee_per_s").is_some_and(|k| !k.is_null())
+            || s.get("scenario").and_then(Value::as_str) == Some("ramp")
+    }) {
+        Some((name, s, _)) => format!(
+            "From `{name}`: knee **{} presses/s** (verdict {}).\n\n{}",
+            num(s, "/knee_per_s"),
+            verdict(s),
+            phase_rows(s)
+        ),
+        None => "No ramp run stored yet.\n".to_owned(),
+    }
+}
+
+fn spike_section(runs: &[(String, Value, Value)]) -> String {
+    match latest(runs, |s| {
+        s.get("scenario").and_then(Value::as_str) == Some("spike")
+    }) {
+        Some((name, s, _)) => format!(
+            "From `{name}`: lag peak {} records, back to zero {} s after the peak, drained {} s after the load ended (verdict {}).\n\n{}",
+            num(s, "/lag_peak"),
+            num(s, "/lag_recovery_s"),
+            num(s, "/drain_s"),
+            verdict(s),
+            phase_rows(s)
+        ),
+        None => "No spike run stored yet.\n".to_owned(),
+    }
+}
+
+fn faults_section(runs: &[(String, Value, Value)]) -> String {
+    let mut md = String::new();
+    for (name, s, _) in runs.iter().filter(|(_, s, _)| {
+        s.get("faults")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    }) {
+        let faults: Vec<String> = s["faults"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{} {} at {:.1} s",
+                    f["action"].as_str().unwrap_or("?"),
+                    f["target"].as_str().unwrap_or("?"),
+                    f["at_s"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "- `{name}`: {}. Accepted {}, lost {}, duplicated {}, errors {}; verdict **{}**.",
+            faults.join(", "),
+            num(s, "/verdict/accepted"),
+            num(s, "/verdict/lost"),
+            num(s, "/verdict/duplicated"),
+            s.get("errors").map_or("{}".to_owned(), Value::to_string),
+            verdict(s)
+        );
+    }
+    if md.is_empty() {
+        "No fault run stored yet.\n".to_owned()
+    } else {
+        md
+    }
+}
+
+fn sweep_section(sweeps: &[(String, Value)]) -> String {
+    let Some((name, points)) = sweeps.last() else {
+        return "No sweep stored yet.\n".to_owned();
+    };
+    let results: Vec<SweepPoint> = points
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(SweepPoint {
+                point: serde_json::from_value(p.get("point")?.clone()).ok()?,
+                run: p.get("run")?.as_str()?.to_owned(),
+                accepted_per_s: p.get("accepted_per_s")?.as_f64()?,
+                error_rate: p.get("error_rate")?.as_f64()?,
+                press_p99_ms: p.get("press_p99_ms")?.as_f64()?,
+                press_to_sse_p50_ms: p.get("press_to_sse_p50_ms")?.as_f64()?,
+                press_to_sse_p99_ms: p.get("press_to_sse_p99_ms")?.as_f64()?,
+                press_to_sse_p999_ms: p.get("press_to_sse_p999_ms")?.as_f64()?,
+                lag_peak: p.get("lag_peak")?.as_f64()?,
+                clean: p.get("clean")?.as_bool()?,
+            })
+        })
+        .collect();
+    format!(
+        "From `{name}` ({} points):\n\n{}\n![throughput vs p99](experiments/{name}/throughput_vs_p99.svg)\n",
+        results.len(),
+        sweep_table(&results)
+    )
+}
