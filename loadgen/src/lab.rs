@@ -278,7 +278,13 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
 fn num(v: &Value, pointer: &str) -> String {
     v.pointer(pointer)
         .and_then(Value::as_f64)
-        .map_or("-".to_owned(), |x| format!("{x:.2}"))
+        .map_or("-".to_owned(), |x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.2}")
+            }
+        })
 }
 
 fn verdict(v: &Value) -> &'static str {
@@ -367,10 +373,10 @@ fn phase_rows(s: &Value) -> String {
     md
 }
 
-fn latest<'a>(
-    runs: &'a [(String, Value, Value)],
+fn latest(
+    runs: &[(String, Value, Value)],
     pred: impl Fn(&Value) -> bool,
-) -> Option<&'a (String, Value, Value)> {
+) -> Option<&(String, Value, Value)> {
     runs.iter().rev().find(|(_, s, _)| pred(s))
 }
 

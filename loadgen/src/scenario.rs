@@ -248,7 +248,7 @@ impl Scenario {
                     ));
                 }
                 (Some(0), _) => return Err(invalid(key("users"), "must be at least 1".into())),
-                (_, Some(r)) if !(r > 0.0) => {
+                (_, Some(r)) if r.is_nan() || r <= 0.0 => {
                     return Err(invalid(key("rate"), "must be > 0".into()));
                 }
                 _ => {}
