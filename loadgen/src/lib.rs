@@ -5,6 +5,7 @@
 //! - `loadgen probe`: a burst of presses through a local stack, stored
 //!   with its latency, drain time and exactly-once verdict.
 
+pub mod driver;
 pub mod lab;
 pub mod measure;
 pub mod meta;
@@ -248,6 +249,7 @@ async fn stack_up(
         "  health: {url}/health   metrics: {url}/metrics   reducer metrics: {}/metrics",
         stack.reducer_url()
     );
+    println!("database: {}", stack.database_url());
     println!("logs:     {}", stack.root().join("logs").display());
 
     let api = Api::new(url);

@@ -1,6 +1,7 @@
 //! `loadgen run`: bring up the stack a scenario names, apply its load with
 //! goose and its faults on schedule, measure, judge, and store the run.
 
+use crate::driver::Driver;
 use crate::measure::{Percentiles, Series};
 use crate::sample;
 use crate::scenario::{FaultAction, Scenario};
@@ -8,7 +9,6 @@ use crate::verdict::Verdict;
 use anyhow::Context;
 use button_client::{Accepted, Ledger, latest_in_db};
 use button_domain::Snapshot;
-use button_stack::{Component, Stack, StackConfig};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use goose::prelude::*;
@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Mutex as AsyncMutex;
 
 pub struct RunOptions {
     pub out_dir: PathBuf,
@@ -198,26 +197,17 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("scenario.toml"), toml::to_string(scenario)?)?;
 
-    eprintln!("{name}: starting the local stack");
-    let stack = Stack::start(StackConfig {
-        partitions: scenario.stack.partitions,
-        services: scenario.stack.services,
-        broker_storage: scenario.stack.broker_storage.parse()?,
-        service_env: scenario.service_env(),
-        reducer_env: scenario.reducer_env(),
-        log_filter: "warn".to_owned(),
-        ..StackConfig::default()
-    })
-    .await
-    .context("starting the local stack")?;
-    let service_urls: Vec<String> = (0..scenario.stack.services)
-        .map(|i| stack.service_url(i))
-        .collect();
-    let reducer_url = stack.reducer_url();
-    let database_url = stack.database_url();
-    let broker_log = stack.log_path(Component::Broker);
+    eprintln!(
+        "{name}: starting the stack ({:?} driver)",
+        scenario.stack.driver
+    );
+    let driver = Arc::new(Driver::start(scenario, &dir).await?);
+    let endpoints = driver.endpoints().clone();
+    let service_urls = endpoints.service_urls.clone();
+    let reducer_url = endpoints.reducer_url.clone();
+    let database_url = endpoints.database_url.clone();
+    let broker_log = driver.broker_log().await;
     let counter_before = latest_in_db(&database_url).await?.map_or(0, |s| s.counter);
-    let stack = Arc::new(AsyncMutex::new(stack));
 
     let mut offset = Duration::ZERO;
     let phases = scenario
@@ -280,12 +270,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         .faults
         .iter()
         .cloned()
-        .map(|f| tokio::spawn(apply_fault(f, stack.clone(), load_started, faults.clone())))
+        .map(|f| tokio::spawn(apply_fault(f, driver.clone(), load_started, faults.clone())))
         .collect();
     let sampler_stop = tokio_util_token();
     let sampler = tokio::spawn(sample_loop(
         shared.clone(),
-        stack.clone(),
+        driver.clone(),
         reducer_url.clone(),
         service_urls[0].clone(),
         dir.join("timeseries.csv"),
@@ -416,7 +406,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     for series in [&shared.press, &shared.press_to_sse, &shared.fanout] {
         series.write(&dir, started_wall)?;
     }
-    let meta = crate::meta::collect("local", started_at, Some(&broker_log));
+    let meta = crate::meta::collect(driver.name(), started_at, broker_log.as_deref());
     std::fs::write(
         dir.join("meta.json"),
         serde_json::to_string_pretty(&meta)? + "\n",
@@ -432,7 +422,10 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         &shared.press_to_sse.total(),
         &shared.press.total(),
     )?;
-    drop(stack);
+    match Arc::try_unwrap(driver) {
+        Ok(driver) => driver.stop().await,
+        Err(_) => eprintln!("the stack is still in use; leaving it to be dropped"),
+    }
     Ok(RunOutcome { dir, summary })
 }
 
@@ -623,26 +616,18 @@ async fn listen(
 
 async fn apply_fault(
     fault: crate::scenario::Fault,
-    stack: Arc<AsyncMutex<Stack>>,
+    driver: Arc<Driver>,
     load_started: Instant,
     events: Arc<Mutex<Vec<FaultEvent>>>,
 ) {
     let component = fault.component();
     tokio::time::sleep_until((load_started + Duration::from_secs_f64(fault.at_s)).into()).await;
     let act = |action: FaultAction| {
-        let stack = stack.clone();
+        let driver = driver.clone();
         let events = events.clone();
         async move {
             let at_s = load_started.elapsed().as_secs_f64();
-            let mut stack = stack.lock().await;
-            let result = match action {
-                FaultAction::Kill => stack.kill(component),
-                FaultAction::Stop => stack.stop(component, Duration::from_secs(10)).await,
-                FaultAction::Pause => stack.pause(component),
-                FaultAction::Resume => stack.resume(component),
-                FaultAction::Restart => stack.restart(component).await,
-                FaultAction::Start => stack.start_component(component).await,
-            };
+            let result = driver.fault(action, component).await;
             let name = format!("{action:?}").to_lowercase();
             eprintln!(
                 "fault at {at_s:.1} s: {name} {component}: {}",
@@ -675,7 +660,7 @@ async fn apply_fault(
 #[allow(clippy::too_many_arguments)]
 async fn sample_loop(
     shared: Arc<Shared>,
-    stack: Arc<AsyncMutex<Stack>>,
+    driver: Arc<Driver>,
     reducer_url: String,
     service_url: String,
     path: PathBuf,
@@ -761,14 +746,13 @@ async fn sample_loop(
 
         let mut usage = BTreeMap::new();
         let mut cpu_now = BTreeMap::new();
-        if let Ok(stack) = stack.try_lock() {
-            for c in components {
-                if let Some(pid) = c.parse::<Component>().ok().and_then(|c| stack.pid(c))
-                    && let Some((cpu, rss)) = sample::tree_usage(pid)
-                {
-                    cpu_now.insert(c.to_owned(), cpu);
-                    usage.insert(c.to_owned(), rss);
-                }
+        let pids = driver.pids();
+        for c in components {
+            if let Some(&pid) = pids.get(c)
+                && let Some((cpu, rss)) = sample::tree_usage(pid)
+            {
+                cpu_now.insert(c.to_owned(), cpu);
+                usage.insert(c.to_owned(), rss);
             }
         }
         let cpu_pct = sample::cpu_percent(&last_cpu, &cpu_now, 1.0);

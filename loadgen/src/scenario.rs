@@ -72,6 +72,8 @@ pub struct Knee {
 pub enum Driver {
     #[default]
     Local,
+    Compose,
+    External,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +84,12 @@ pub struct StackSection {
     pub services: usize,
     /// The local broker's storage engine: `sqlite` or `memory`.
     pub broker_storage: String,
+    /// The compose driver's file.
+    pub compose_file: String,
+    /// The external driver's addresses.
+    pub service_url: Option<String>,
+    pub reducer_url: Option<String>,
+    pub database_url: Option<String>,
 }
 
 impl Default for StackSection {
@@ -91,6 +99,10 @@ impl Default for StackSection {
             partitions: 1,
             services: 1,
             broker_storage: "sqlite".to_owned(),
+            compose_file: "compose/docker-compose.yml".to_owned(),
+            service_url: None,
+            reducer_url: None,
+            database_url: None,
         }
     }
 }
@@ -276,6 +288,39 @@ impl Scenario {
             .broker_storage
             .parse::<BrokerStorage>()
             .map_err(|e| invalid("stack.broker_storage".into(), e.to_string()))?;
+        match self.stack.driver {
+            Driver::External => {
+                for key in ["service_url", "reducer_url", "database_url"] {
+                    let set = match key {
+                        "service_url" => &self.stack.service_url,
+                        "reducer_url" => &self.stack.reducer_url,
+                        _ => &self.stack.database_url,
+                    };
+                    if set.is_none() {
+                        return Err(invalid(
+                            format!("stack.{key}"),
+                            "is required by the external driver".into(),
+                        ));
+                    }
+                }
+                if !self.faults.is_empty() {
+                    return Err(invalid(
+                        "fault".into(),
+                        "the external driver cannot inject faults".into(),
+                    ));
+                }
+                if !self.service.is_empty() || !self.reducer.is_empty() || !self.sweep.is_empty() {
+                    return Err(invalid("stack.driver".into(), "an external stack is tuned by whoever runs it: no [service], [reducer] or [sweep]".into()));
+                }
+            }
+            Driver::Compose if self.stack.services != 1 => {
+                return Err(invalid(
+                    "stack.services".into(),
+                    "the compose stack has one service instance".into(),
+                ));
+            }
+            _ => {}
+        }
         for (i, f) in self.faults.iter().enumerate() {
             let component: Component = f.target.parse().map_err(|e: button_stack::Error| {
                 invalid(format!("fault[{i}].target"), e.to_string())
@@ -572,6 +617,34 @@ mod tests {
         }
         assert_eq!(s.reducer_env()["BUTTON_BATCH_MAX"], "100");
         assert_eq!(s.service_env()["BUTTON_PRODUCER"], "linger.ms=5");
+    }
+
+    #[test]
+    fn drivers_check_what_they_need() {
+        let err = parse_str(&format!("[stack]\ndriver = \"external\"\n{MINIMAL}"))
+            .expect_err("urls")
+            .to_string();
+        assert!(err.contains("stack.service_url"), "{err}");
+        let ok = format!(
+            "[stack]\ndriver = \"external\"\nservice_url = \"http://a\"\nreducer_url = \"http://b\"\ndatabase_url = \"postgres://c\"\n{MINIMAL}"
+        );
+        parse_str(&ok).expect("complete external stack");
+        let err = parse_str(&format!(
+            "{ok}[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"reducer\"\n"
+        ))
+        .expect_err("faults")
+        .to_string();
+        assert!(err.contains("cannot inject faults"), "{err}");
+        let err = parse_str(&format!(
+            "[stack]\ndriver = \"compose\"\nservices = 2\n{MINIMAL}"
+        ))
+        .expect_err("one")
+        .to_string();
+        assert!(err.contains("stack.services"), "{err}");
+        let err = parse_str(&format!("[stack]\ndriver = \"docker\"\n{MINIMAL}"))
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("docker"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! Where a run's stack comes from.
+//!
+//! - `local`: every component as a process on this machine (`stack/`),
+//!   with faults as signals.
+//! - `compose`: `compose/docker-compose.yml` (Apache Kafka, PostgreSQL 16,
+//!   Redis 7, the binaries built from a Dockerfile), with the scenario's
+//!   tuning in a generated override file and faults as `docker compose`
+//!   commands.
+//! - `external`: URLs of a stack someone else runs; no lifecycle, no faults.
+
+use crate::scenario::{Driver as DriverKind, FaultAction, Scenario};
+use anyhow::Context;
+use button_stack::{Component, Stack, StackConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::Mutex as AsyncMutex;
+
+pub enum Driver {
+    Local(AsyncMutex<Stack>, Endpoints),
+    Compose(Compose, Endpoints),
+    External(Endpoints),
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub service_urls: Vec<String>,
+    pub reducer_url: String,
+    pub database_url: String,
+}
+
+pub struct Compose {
+    file: PathBuf,
+    override_file: PathBuf,
+    project: String,
+}
+
+impl Driver {
+    pub async fn start(scenario: &Scenario, run_dir: &Path) -> anyhow::Result<Driver> {
+        let s = &scenario.stack;
+        match s.driver {
+            DriverKind::Local => {
+                let stack = Stack::start(StackConfig {
+                    partitions: s.partitions,
+                    services: s.services,
+                    broker_storage: s.broker_storage.parse()?,
+                    service_env: scenario.service_env(),
+                    reducer_env: scenario.reducer_env(),
+                    log_filter: "warn".to_owned(),
+                    ..StackConfig::default()
+                })
+                .await
+                .context("starting the local stack")?;
+                let endpoints = Endpoints {
+                    service_urls: (0..s.services).map(|i| stack.service_url(i)).collect(),
+                    reducer_url: stack.reducer_url(),
+                    database_url: stack.database_url(),
+                };
+                Ok(Driver::Local(AsyncMutex::new(stack), endpoints))
+            }
+            DriverKind::External => Ok(Driver::External(Endpoints {
+                service_urls: vec![
+                    s.service_url
+                        .clone()
+                        .context("stack.service_url is required by the external driver")?,
+                ],
+                reducer_url: s
+                    .reducer_url
+                    .clone()
+                    .context("stack.reducer_url is required by the external driver")?,
+                database_url: s
+                    .database_url
+                    .clone()
+                    .context("stack.database_url is required by the external driver")?,
+            })),
+            DriverKind::Compose => {
+                let compose = Compose::up(scenario, run_dir).await?;
+                Ok(Driver::Compose(
+                    compose,
+                    Endpoints {
+                        service_urls: vec!["http://127.0.0.1:8080".to_owned()],
+                        reducer_url: "http://127.0.0.1:9101".to_owned(),
+                        database_url: "postgres://button:button@127.0.0.1:5432/button".to_owned(),
+                    },
+                ))
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Local(..) => "local",
+            Driver::Compose(..) => "compose",
+            Driver::External(..) => "external",
+        }
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        match self {
+            Driver::Local(_, e) | Driver::Compose(_, e) | Driver::External(e) => e,
+        }
+    }
+
+    /// The local broker's log, whose first line names its version.
+    pub async fn broker_log(&self) -> Option<PathBuf> {
+        match self {
+            Driver::Local(stack, _) => Some(stack.lock().await.log_path(Component::Broker)),
+            _ => None,
+        }
+    }
+
+    pub async fn fault(&self, action: FaultAction, component: Component) -> anyhow::Result<()> {
+        match self {
+            Driver::Local(stack, _) => {
+                let mut stack = stack.lock().await;
+                match action {
+                    FaultAction::Kill => stack.kill(component)?,
+                    FaultAction::Stop => stack.stop(component, Duration::from_secs(10)).await?,
+                    FaultAction::Pause => stack.pause(component)?,
+                    FaultAction::Resume => stack.resume(component)?,
+                    FaultAction::Restart => stack.restart(component).await?,
+                    FaultAction::Start => stack.start_component(component).await?,
+                }
+                Ok(())
+            }
+            Driver::Compose(compose, _) => compose.fault(action, component).await,
+            Driver::External(_) => anyhow::bail!("the external driver cannot inject faults"),
+        }
+    }
+
+    /// Process ids of the local stack's components, when they can be had now.
+    pub fn pids(&self) -> BTreeMap<String, u32> {
+        let mut pids = BTreeMap::new();
+        if let Driver::Local(stack, _) = self
+            && let Ok(stack) = stack.try_lock()
+        {
+            for c in stack.components() {
+                if let Some(pid) = stack.pid(c) {
+                    pids.insert(c.to_string(), pid);
+                }
+            }
+        }
+        pids
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Driver::Local(stack, _) => drop(stack),
+            Driver::Compose(compose, _) => compose.down().await,
+            Driver::External(_) => {}
+        }
+    }
+}
+
+impl Compose {
+    async fn up(scenario: &Scenario, run_dir: &Path) -> anyhow::Result<Compose> {
+        let file = PathBuf::from(&scenario.stack.compose_file);
+        anyhow::ensure!(
+            file.is_file(),
+            "stack.compose_file: {} does not exist",
+            file.display()
+        );
+        // The scenario's tuning, whatever keys it sets, as an override file.
+        let override_file = run_dir.join("compose.override.yml");
+        let mut text = String::from("services:\n");
+        for (service, env) in [
+            ("service", scenario.service_env()),
+            ("reducer", scenario.reducer_env()),
+        ] {
+            text.push_str(&format!("  {service}:\n    environment:\n"));
+            for (k, v) in env {
+                text.push_str(&format!("      {k}: {}\n", serde_json::to_string(&v)?));
+            }
+            if text.ends_with("environment:\n") {
+                text.push_str("      BUTTON_LOG_FORMAT: json\n");
+            }
+        }
+        std::fs::write(&override_file, text)?;
+        let compose = Compose {
+            file,
+            override_file,
+            project: format!("button-{}", std::process::id()),
+        };
+        let partitions = scenario.stack.partitions.to_string();
+        compose
+            .run(
+                &["up", "-d", "--build", "--wait"],
+                &[("PARTITIONS", partitions.as_str())],
+            )
+            .await
+            .context("the compose driver needs Docker with the compose plugin")?;
+        Ok(compose)
+    }
+
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut command = tokio::process::Command::new("docker");
+        command
+            .arg("compose")
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&self.file)
+            .arg("-f")
+            .arg(&self.override_file)
+            .args(args)
+            .envs(env.iter().copied());
+        let status = command.status().await.context("running docker compose")?;
+        anyhow::ensure!(
+            status.success(),
+            "docker compose {} failed ({status})",
+            args.join(" ")
+        );
+        Ok(())
+    }
+
+    async fn fault(&self, action: FaultAction, component: Component) -> anyhow::Result<()> {
+        let service = match component {
+            Component::Postgres => "postgres",
+            Component::Redis => "redis",
+            Component::Broker => "kafka",
+            Component::Reducer => "reducer",
+            Component::Service(0) => "service",
+            Component::Service(n) => {
+                anyhow::bail!("the compose stack has one service instance, not service-{n}")
+            }
+        };
+        let verb = match action {
+            FaultAction::Kill => "kill",
+            FaultAction::Stop => "stop",
+            FaultAction::Pause => "pause",
+            FaultAction::Resume => "unpause",
+            FaultAction::Restart => "restart",
+            FaultAction::Start => "start",
+        };
+        self.run(&[verb, service], &[]).await
+    }
+
+    async fn down(self) {
+        if let Err(e) = self.run(&["down", "-v"], &[]).await {
+            eprintln!("compose: {e}");
+        }
+    }
+}
