@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub enum Driver {
-    Local(AsyncMutex<Stack>, Endpoints),
+    Local(Box<AsyncMutex<Stack>>, Endpoints),
     Compose(Compose, Endpoints),
     External(Endpoints),
 }
@@ -56,7 +56,7 @@ impl Driver {
                     reducer_url: stack.reducer_url(),
                     database_url: stack.database_url(),
                 };
-                Ok(Driver::Local(AsyncMutex::new(stack), endpoints))
+                Ok(Driver::Local(Box::new(AsyncMutex::new(stack)), endpoints))
             }
             DriverKind::External => Ok(Driver::External(Endpoints {
                 service_urls: vec![
