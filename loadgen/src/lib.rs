@@ -118,6 +118,8 @@ pub enum StackAction {
         #[arg(long)]
         once: bool,
     },
+    /// Tears down the stack a `loadgen stack up` (in another terminal) runs.
+    Down,
 }
 
 async fn run_scenario(name: &str, out: std::path::PathBuf, quiet: bool) -> anyhow::Result<()> {
@@ -177,6 +179,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     once,
                 },
         } => stack_up(partitions, storage, presses, once).await,
+        Command::Stack {
+            action: StackAction::Down,
+        } => stack_down().await,
         Command::Run {
             scenario,
             out,
@@ -251,6 +256,15 @@ async fn stack_up(
     );
     println!("database: {}", stack.database_url());
     println!("logs:     {}", stack.root().join("logs").display());
+    let state = serde_json::json!({
+        "pid": std::process::id(),
+        "service_url": stack.service_url(0),
+        "reducer_url": stack.reducer_url(),
+        "database_url": stack.database_url(),
+        "logs": stack.root().join("logs"),
+    });
+    std::fs::write(stack_file(), serde_json::to_string_pretty(&state)?)
+        .with_context(|| format!("writing {}", stack_file().display()))?;
 
     let api = Api::new(url);
     let mut sse = SseListener::connect(&api, None)
@@ -266,16 +280,18 @@ async fn stack_up(
             Err(r) => println!("press refused: {} {}", r.status, r.code),
         }
     }
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
+    // Ctrl-C here, or `loadgen stack down` (SIGTERM) from elsewhere.
+    let shutdown = button_infra::shutdown::on_signals();
     loop {
         let next = sse.wait_for(Duration::from_secs(if once { 30 } else { 3600 }), |s| {
             s.id > last_id
         });
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.cancelled() => break,
             state = next => {
-                let Some(state) = state else { break };
+                let Some(state) = state else {
+                    if once { break } else { continue }
+                };
                 last_id = state.id;
                 print_state(&state);
                 if once && state.counter >= presses as u64 {
@@ -285,7 +301,42 @@ async fn stack_up(
         }
     }
     eprintln!("tearing the stack down");
+    let _ = std::fs::remove_file(stack_file());
     Ok(())
+}
+
+/// Where `stack up` says which process holds the stack.
+fn stack_file() -> std::path::PathBuf {
+    std::env::temp_dir().join("button-lab-stack.json")
+}
+
+async fn stack_down() -> anyhow::Result<()> {
+    let path = stack_file();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no stack is up ({} is missing)", path.display()))?;
+    let state: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let pid = state["pid"]
+        .as_u64()
+        .with_context(|| format!("{}: no pid", path.display()))? as i32;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    if nix::sys::signal::kill(pid, None).is_err() {
+        let _ = std::fs::remove_file(&path);
+        anyhow::bail!(
+            "the stack's process {pid} is gone; removed {}",
+            path.display()
+        );
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        .context("signalling the stack")?;
+    for _ in 0..300 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            println!("stack down");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the stack's process {pid} is still running after 30 s")
 }
 
 fn print_state(s: &Snapshot) {
