@@ -9,8 +9,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Whether librdkafka can currently reach a broker.
@@ -25,6 +25,9 @@ impl BrokerHealth {
 
 pub struct HealthContext {
     up: Arc<AtomicBool>,
+    /// Set when every broker went away: the next send starts a new
+    /// producer session (see [`PressProducer::send`]).
+    lost: Arc<AtomicBool>,
 }
 
 impl ClientContext for HealthContext {
@@ -42,6 +45,7 @@ impl ClientContext for HealthContext {
             Some(RDKafkaErrorCode::AllBrokersDown)
         ) {
             self.up.store(false, Ordering::Relaxed);
+            self.lost.store(true, Ordering::Relaxed);
         }
         tracing::warn!(%error, reason, "kafka client error");
     }
@@ -54,7 +58,10 @@ impl ProducerContext for HealthContext {
 
 #[derive(Clone)]
 pub struct PressProducer {
-    producer: FutureProducer<HealthContext>,
+    producer: Arc<RwLock<FutureProducer<HealthContext>>>,
+    config: Arc<ClientConfig>,
+    lost: Arc<AtomicBool>,
+    renewed_at: Arc<std::sync::Mutex<std::time::Instant>>,
     topic: Arc<str>,
     deadline: Duration,
     health: BrokerHealth,
@@ -86,9 +93,16 @@ impl PressProducer {
             .set("statistics.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "1000");
         extra.apply(&mut config);
-        let producer = config.create_with_context(HealthContext { up: up.clone() })?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let producer = config.create_with_context(HealthContext {
+            up: up.clone(),
+            lost: lost.clone(),
+        })?;
         Ok(PressProducer {
-            producer,
+            producer: Arc::new(RwLock::new(producer)),
+            config: Arc::new(config),
+            lost,
+            renewed_at: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             topic: topic.into(),
             deadline,
             health: BrokerHealth(up),
@@ -107,9 +121,13 @@ impl PressProducer {
                 "no broker is reachable".to_owned(),
             ));
         }
+        if self.lost.swap(false, Ordering::AcqRel) {
+            self.renew();
+        }
+        let producer = self.current();
         let record = FutureRecord::to(&self.topic).key(key).payload(payload);
         // A full local queue is answered at once rather than waited on.
-        let send = self.producer.send(record, Timeout::After(Duration::ZERO));
+        let send = producer.send(record, Timeout::After(Duration::ZERO));
         match tokio::time::timeout(self.deadline, send).await {
             Err(_) => Err(ApiError::BrokerUnavailable(format!(
                 "no acknowledgement within {} ms",
@@ -122,7 +140,64 @@ impl PressProducer {
             Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))) => {
                 Err(ApiError::QueueFull)
             }
-            Ok(Err((error, _))) => Err(ApiError::BrokerUnavailable(error.to_string())),
+            Ok(Err((error, _))) => {
+                // The broker refused the record: a broker that lost our
+                // producer session refuses every later one, so the next
+                // press starts a new session (at most once a second).
+                if matches!(error, KafkaError::MessageProduction(_)) {
+                    self.lost.store(true, Ordering::Relaxed);
+                }
+                Err(ApiError::BrokerUnavailable(error.to_string()))
+            }
+        }
+    }
+
+    fn current(&self) -> FutureProducer<HealthContext> {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts a new producer session (a new idempotent producer id) once
+    /// the brokers are back after all of them were lost. A broker that
+    /// restarted may not know the old id: tansu 0.6.0 fails every later
+    /// produce when it does not. What the old session still held has
+    /// already been answered 503.
+    fn renew(&self) {
+        {
+            let mut at = self
+                .renewed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if at.elapsed() < Duration::from_secs(1) {
+                // Too soon: try again on a later press.
+                self.lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            *at = std::time::Instant::now();
+        }
+        let context = HealthContext {
+            up: self.health.0.clone(),
+            lost: self.lost.clone(),
+        };
+        match self.config.create_with_context(context) {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self
+                        .producer
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner),
+                    fresh,
+                );
+                // Destroying a librdkafka handle can block while it purges.
+                tokio::task::spawn_blocking(move || drop(old));
+                metrics::counter!("service_producer_renewals_total").increment(1);
+                tracing::info!("brokers are back: started a new producer session");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a new producer; keeping the old one")
+            }
         }
     }
 
@@ -131,7 +206,7 @@ impl PressProducer {
     pub fn check_topic(&self, timeout: Duration) -> Result<usize, String> {
         use rdkafka::producer::Producer;
         let metadata = self
-            .producer
+            .current()
             .client()
             .fetch_metadata(Some(&self.topic), timeout)
             .map_err(|e| e.to_string())?;
