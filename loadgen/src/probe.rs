@@ -3,12 +3,12 @@
 //! with the reducer SIGKILLed and restarted mid-burst. Stored under
 //! `experiments/<UTC time>-probe-<storage>/`.
 
+use crate::measure::{Percentiles, Series};
 use crate::meta;
 use anyhow::Context;
 use button_client::{Api, Ledger, latest_in_db};
 use button_stack::{BrokerStorage, Component, Stack, StackConfig};
 use futures::StreamExt;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,35 +39,13 @@ pub struct ProbeSummary {
     pub rejected: usize,
     pub press_wall_ms: u64,
     pub accepted_per_s: f64,
-    pub press_latency_ms: Percentiles,
+    pub press_latency: Percentiles,
     /// From the last 202 until PostgreSQL's newest state covered every press.
     pub drain_ms: Option<u64>,
     pub counter: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub exactly_once: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Percentiles {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
-        }
-    }
 }
 
 pub async fn run(args: ProbeArgs) -> anyhow::Result<PathBuf> {
@@ -113,11 +91,11 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<PathBuf> {
     let press_wall = wall.elapsed();
     let last_accepted = Instant::now();
 
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let latency = Series::new("press");
     let mut ledger = Ledger::default();
     let mut rejected = 0;
     for (took, answer) in &answers {
-        latency.saturating_record(took.as_micros() as u64);
+        latency.record(*took);
         match answer {
             Ok(a) => ledger.record(a),
             Err(_) => rejected += 1,
@@ -156,7 +134,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<PathBuf> {
         rejected,
         press_wall_ms: press_wall.as_millis() as u64,
         accepted_per_s: ledger.accepted as f64 / press_wall.as_secs_f64(),
-        press_latency_ms: Percentiles::of(&latency),
+        press_latency: Percentiles::of(&latency.total()),
         drain_ms,
         counter,
         lost: accepted.saturating_sub(counter),

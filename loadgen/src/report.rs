@@ -246,44 +246,13 @@ fn timeline_chart(
     rows: &std::collections::BTreeMap<String, Vec<f64>>,
     faults: &[f64],
 ) -> anyhow::Result<()> {
-    let t = rows.get("t_s").cloned().unwrap_or_default();
-    let rate = rows.get("accepted_per_s").cloned().unwrap_or_default();
-    let p99 = rows.get("press_to_sse_p99_ms").cloned().unwrap_or_default();
-    let x_max = t.iter().copied().fold(1.0, f64::max);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(250);
-    for (area, values, caption, color) in [
-        (
-            &upper,
-            &rate,
-            "accepted presses per second (red: faults)",
-            BLUE,
-        ),
-        (&lower, &p99, "press to SSE p99 per second (ms)", GREEN),
-    ] {
-        let y_max = values
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .fold(1.0, f64::max)
-            * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(25)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart.configure_mesh().x_desc("s").draw()?;
-        chart.draw_series(LineSeries::new(
-            t.iter()
-                .copied()
-                .zip(values.iter().copied())
-                .filter(|(_, v)| v.is_finite()),
-            color.stroke_width(2),
-        ))?;
-        chart.draw_series(fault_lines(faults, y_max))?;
-    }
+    let caption = "accepted presses per second (red: faults)";
+    time_series(&upper, rows, "accepted_per_s", caption, BLUE, faults)?;
+    let caption = "press to SSE p99 per second (ms)";
+    time_series(&lower, rows, "press_to_sse_p99_ms", caption, GREEN, faults)?;
     root.present()?;
     Ok(())
 }
@@ -293,19 +262,34 @@ fn lag_chart(
     rows: &std::collections::BTreeMap<String, Vec<f64>>,
     faults: &[f64],
 ) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (800, 300)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let caption = "consumer lag (records; red: faults)";
+    time_series(&root, rows, "lag", caption, MAGENTA, faults)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One `timeseries.csv` column over time, with the faults as red lines.
+fn time_series(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    rows: &std::collections::BTreeMap<String, Vec<f64>>,
+    column: &str,
+    caption: &str,
+    color: RGBColor,
+    faults: &[f64],
+) -> anyhow::Result<()> {
     let t = rows.get("t_s").cloned().unwrap_or_default();
-    let lag = rows.get("lag").cloned().unwrap_or_default();
+    let values = rows.get(column).cloned().unwrap_or_default();
     let x_max = t.iter().copied().fold(1.0, f64::max);
-    let y_max = lag
+    let y_max = values
         .iter()
         .copied()
         .filter(|v| v.is_finite())
         .fold(1.0, f64::max)
         * 1.1;
-    let root = SVGBackend::new(path, (800, 300)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("consumer lag (records; red: faults)", ("sans-serif", 16))
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(25)
         .y_label_area_size(55)
@@ -314,11 +298,10 @@ fn lag_chart(
     chart.draw_series(LineSeries::new(
         t.iter()
             .copied()
-            .zip(lag.iter().copied())
+            .zip(values.iter().copied())
             .filter(|(_, v)| v.is_finite()),
-        MAGENTA.stroke_width(2),
+        color.stroke_width(2),
     ))?;
     chart.draw_series(fault_lines(faults, y_max))?;
-    root.present()?;
     Ok(())
 }
