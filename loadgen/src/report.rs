@@ -216,6 +216,7 @@ fn percentile_chart(path: &Path, series: &[(&str, &Histogram<u64>)]) -> anyhow::
     chart
         .configure_mesh()
         .x_desc("percentile")
+        .x_labels(6)
         .x_label_formatter(&|x| format!("{:.3}%", (1.0 - 10f64.powf(-x)) * 100.0))
         .draw()?;
     for (i, (name, points)) in curves.into_iter().enumerate() {
