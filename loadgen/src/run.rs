@@ -76,6 +76,8 @@ struct Shared {
     accepted: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     last_tracked: Mutex<Option<Snapshot>>,
+    /// One press URL per service instance; each user keeps to one.
+    press_urls: Vec<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -247,6 +249,10 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         accepted: AtomicU64::new(0),
         errors: Mutex::new(BTreeMap::new()),
         last_tracked: Mutex::new(None),
+        press_urls: service_urls
+            .iter()
+            .map(|u| format!("{u}/v1/events/press"))
+            .collect(),
     });
 
     // SSE listeners, spread over the service instances; the first one tracks.
@@ -530,7 +536,10 @@ async fn press_once(shared: &Shared, user: &mut GooseUser) {
     phase.sent.fetch_add(1, Ordering::Relaxed);
     let client = format!("user-{}", user.weighted_users_index);
     let answer = user
-        .post_json("/v1/events/press", &serde_json::json!({ "client": client }))
+        .post_json(
+            &shared.press_urls[user.weighted_users_index % shared.press_urls.len()],
+            &serde_json::json!({ "client": client }),
+        )
         .await;
     let latency = due.elapsed();
     shared.press.record(latency);
