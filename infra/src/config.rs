@@ -61,3 +61,13 @@ fn keys_of<T: Serialize>(value: &T) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// Defaults both binaries share, so a stack started with none set finds
+/// itself.
+pub mod defaults {
+    pub const DATABASE_URL: &str = "postgres://button@127.0.0.1:5432/button";
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+    pub const REDIS_CHANNEL: &str = "state_updates:v1";
+    pub const KAFKA_BROKERS: &str = "127.0.0.1:9092";
+    pub const TOPIC: &str = "press_button";
+}

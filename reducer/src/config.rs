@@ -2,6 +2,7 @@
 //! `BUTTON_<KEY>` in the environment (see the README's table).
 
 use button_infra::KafkaProperties;
+use button_infra::config::defaults;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -62,11 +63,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
-            database_url: "postgres://button@127.0.0.1:5432/button".to_owned(),
-            redis_url: "redis://127.0.0.1:6379".to_owned(),
-            redis_channel: "state_updates:v1".to_owned(),
-            kafka_brokers: "127.0.0.1:9092".to_owned(),
-            topic: "press_button".to_owned(),
+            database_url: defaults::DATABASE_URL.to_owned(),
+            redis_url: defaults::REDIS_URL.to_owned(),
+            redis_channel: defaults::REDIS_CHANNEL.to_owned(),
+            kafka_brokers: defaults::KAFKA_BROKERS.to_owned(),
+            topic: defaults::TOPIC.to_owned(),
             dlq_topic: "press_button.dlq".to_owned(),
             group_id: "button-reducer".to_owned(),
             assignment: Assignment::Manual,

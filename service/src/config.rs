@@ -2,6 +2,7 @@
 //! `BUTTON_<KEY>` in the environment (see the README's table).
 
 use button_infra::KafkaProperties;
+use button_infra::config::defaults;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -41,11 +42,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: "postgres://button@127.0.0.1:5432/button".to_owned(),
-            redis_url: "redis://127.0.0.1:6379".to_owned(),
-            redis_channel: "state_updates:v1".to_owned(),
-            kafka_brokers: "127.0.0.1:9092".to_owned(),
-            topic: "press_button".to_owned(),
+            database_url: defaults::DATABASE_URL.to_owned(),
+            redis_url: defaults::REDIS_URL.to_owned(),
+            redis_channel: defaults::REDIS_CHANNEL.to_owned(),
+            kafka_brokers: defaults::KAFKA_BROKERS.to_owned(),
+            topic: defaults::TOPIC.to_owned(),
             producer: KafkaProperties::default(),
             produce_timeout_ms: 5_000,
             max_body_bytes: 1_024,
