@@ -718,7 +718,7 @@ async fn sample_loop(
         let service = scrape(&http, &service_url).await;
         let lag = reducer
             .as_deref()
-            .and_then(|p| sample::metric_sum(p, "reducer_consumer_lag_total"));
+            .and_then(|p| sample::metric_sum(p, "reducer_consumer_lag"));
         lag_peak = lag_peak.max(lag.unwrap_or(0.0));
         let batches = reducer
             .as_deref()

@@ -88,7 +88,7 @@ impl DeadLetters {
                 .send(record, Timeout::After(Duration::from_secs(1)))
                 .await
                 .map_err(|(e, _)| e)?;
-            metrics::counter!("reducer_dlq_total", "reason" => p.reason).increment(1);
+            metrics::counter!("reducer_dead_letters_total", "reason" => p.reason).increment(1);
             tracing::warn!(partition = p.partition, offset = p.offset, reason = p.reason, detail = %p.detail, "poison record sent to the dead-letter topic");
         }
         Ok(())

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod consumer;
 pub mod dlq;
+pub mod metrics;
 pub mod pipeline;
 pub mod publisher;
 

@@ -5,8 +5,8 @@ async fn main() -> anyhow::Result<()> {
     button_infra::telemetry::init_logs();
     let config: button_reducer::Config =
         button_infra::load().context("loading the reducer configuration")?;
-    let metrics =
-        button_infra::telemetry::init_metrics().context("installing the metrics recorder")?;
+    let metrics = button_infra::metrics::install(button_reducer::metrics::METRICS)
+        .context("installing the metrics recorder")?;
     let shutdown = button_infra::shutdown::on_signals();
     button_reducer::run(config, metrics, shutdown).await
 }

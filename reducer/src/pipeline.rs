@@ -37,6 +37,8 @@ struct Batch {
     poison: Vec<Poison>,
     first_event_ms: Option<i64>,
     last_event_ms: Option<i64>,
+    /// Time spent decoding payloads, summed over the batch.
+    decoding: Duration,
 }
 
 impl Batch {
@@ -85,7 +87,7 @@ impl Reducer {
                 }
                 Ok(Ok(message)) => self.take(&mut batch, &message),
             }
-            let decode_started = Instant::now();
+            let collect_started = Instant::now();
             let deadline = tokio::time::Instant::now() + linger;
             while batch.len() < self.config.batch_max {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
@@ -98,7 +100,7 @@ impl Reducer {
                 }
             }
             metrics::histogram!("reducer_stage_duration_seconds", "stage" => "collect")
-                .record(decode_started.elapsed().as_secs_f64());
+                .record(collect_started.elapsed().as_secs_f64());
 
             if self.shared.take_reassigned() {
                 // Partitions moved while collecting: what we hold may belong
@@ -157,7 +159,10 @@ impl Reducer {
             }
         }
         metrics::counter!("reducer_records_total").increment(1);
-        match PressRecord::decode(message.payload()) {
+        let decode_started = Instant::now();
+        let decoded = PressRecord::decode(message.payload());
+        batch.decoding += decode_started.elapsed();
+        match decoded {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
                 batch.last_event_ms = Some(record.accepted_at_ms);
@@ -181,6 +186,8 @@ impl Reducer {
     /// Folds and persists a batch. Returns false when another writer got
     /// there first (the batch is dropped and the consumer rewound).
     async fn persist(&mut self, batch: Batch) -> Result<bool, ReducerError> {
+        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "decode")
+            .record(batch.decoding.as_secs_f64());
         let apply_started = Instant::now();
         let mut state = apply_batch(self.persisted.state(), &batch.presses, &self.rules);
         for p in &batch.poison {
@@ -229,8 +236,12 @@ impl Reducer {
                     self.persisted = snapshot.clone();
                     self.shared.set_applied(&snapshot.offsets);
                     metrics::gauge!("reducer_state_id").set(snapshot.id as f64);
-                    metrics::gauge!("reducer_counter").set(snapshot.counter as f64);
-                    metrics::counter!("reducer_presses_total")
+                    metrics::gauge!("reducer_state_presses").set(snapshot.counter as f64);
+                    for (partition, offset) in &snapshot.offsets {
+                        metrics::gauge!("reducer_applied_offset", "partition" => partition.to_string())
+                            .set(*offset as f64);
+                    }
+                    metrics::counter!("reducer_events_applied_total")
                         .increment((info.batch_size as u64).saturating_sub(poison.len() as u64));
                     self.published.send_replace(Some(Arc::new(snapshot)));
                     return Ok(true);
@@ -242,7 +253,7 @@ impl Reducer {
                     return Ok(false);
                 }
                 Err(e) => {
-                    metrics::counter!("reducer_write_retries_total").increment(1);
+                    metrics::counter!("reducer_db_retries_total").increment(1);
                     if attempt >= self.config.max_attempts {
                         return Err(ReducerError::PersistFailed {
                             attempts: attempt,
@@ -316,13 +327,10 @@ impl Reducer {
     }
 
     fn report_lag(&self) {
-        let lag = self.shared.lag();
-        let total: i64 = lag.values().sum();
-        for (partition, value) in lag {
+        for (partition, value) in self.shared.lag() {
             metrics::gauge!("reducer_consumer_lag", "partition" => partition.to_string())
                 .set(value as f64);
         }
-        metrics::gauge!("reducer_consumer_lag_total").set(total as f64);
     }
 }
 

@@ -9,3 +9,14 @@ fn every_key_is_in_the_readme() {
         assert!(readme.contains(&var), "README does not document {var}");
     }
 }
+
+/// The README's metrics table is the contract, as the code declares it.
+#[test]
+fn the_metrics_table_is_in_the_readme() {
+    let readme = include_str!("../../README.md");
+    let table = button_infra::metrics::markdown_table(button_reducer::metrics::METRICS);
+    assert!(
+        readme.contains(&table),
+        "README's reducer metrics table differs from the code; it should read:\n{table}"
+    );
+}

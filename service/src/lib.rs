@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod metrics;
 pub mod producer;
 pub mod routes;
 
@@ -23,7 +24,7 @@ use axum::routing::{get, post};
 use button_domain::Snapshot;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
-use producer::PressProducer;
+use producer::{PressProducer, PressSink};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub producer: PressProducer,
+    pub producer: Arc<dyn PressSink>,
     pub pool: PgPool,
     pub current: feed::Current,
     pub sse_clients: Arc<AtomicUsize>,
@@ -133,7 +134,7 @@ pub async fn serve(
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let state = AppState {
         config: Arc::new(config),
-        producer,
+        producer: Arc::new(producer),
         pool,
         current,
         sse_clients: Arc::new(AtomicUsize::new(0)),

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use button_infra::KafkaProperties;
+use futures::future::BoxFuture;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -72,6 +73,83 @@ pub struct PressProducer {
 pub struct Stored {
     pub partition: i32,
     pub offset: i64,
+}
+
+/// Where accepted presses go. The service uses [`PressProducer`]; the
+/// handler's benchmark uses [`MemorySink`] so it measures the HTTP path
+/// alone.
+pub trait PressSink: Send + Sync + 'static {
+    /// Stores one record, answering once it is durable (or refused).
+    fn send<'a>(
+        &'a self,
+        key: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<Stored, ApiError>>;
+    /// Whether a broker is reachable now (readiness).
+    fn broker_up(&self) -> bool;
+}
+
+impl PressSink for PressProducer {
+    fn send<'a>(
+        &'a self,
+        key: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<Stored, ApiError>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let stored = PressProducer::send(self, key, payload).await;
+            metrics::histogram!(
+                "service_produce_duration_seconds",
+                "outcome" => if stored.is_ok() { "stored" } else { "failed" }
+            )
+            .record(started.elapsed().as_secs_f64());
+            stored
+        })
+    }
+
+    fn broker_up(&self) -> bool {
+        self.health.is_up()
+    }
+}
+
+/// Keeps records in memory, one partition, offsets from 0: a broker that
+/// never fails, for benchmarks of the layers above it.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    records: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl MemorySink {
+    pub fn len(&self) -> usize {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PressSink for MemorySink {
+    fn send<'a>(
+        &'a self,
+        _key: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<Stored, ApiError>> {
+        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        records.push(payload.to_vec());
+        let offset = records.len() as i64 - 1;
+        Box::pin(std::future::ready(Ok(Stored {
+            partition: 0,
+            offset,
+        })))
+    }
+
+    fn broker_up(&self) -> bool {
+        true
+    }
 }
 
 impl PressProducer {

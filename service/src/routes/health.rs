@@ -15,7 +15,7 @@ pub async fn live() -> impl IntoResponse {
 }
 
 pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
-    let broker = app.producer.health().is_up();
+    let broker = app.producer.broker_up();
     let ready = broker && !app.shutdown.is_cancelled();
     let status = if ready {
         StatusCode::OK
@@ -34,7 +34,7 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&app.pool)).await,
         Ok(Ok(_))
     );
-    let broker = app.producer.health().is_up();
+    let broker = app.producer.broker_up();
     let redis = app.redis_up.load(Ordering::Relaxed);
     let all = postgres && broker && redis;
     let status = if all {

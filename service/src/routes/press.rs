@@ -36,7 +36,24 @@ pub async fn press(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let started = Instant::now();
-    let request = read_body(&headers, body, app.config.max_body_bytes).await?;
+    let answer = accept(&app, &headers, body).await;
+    let (outcome, status) = match &answer {
+        Ok(_) => ("accepted", StatusCode::ACCEPTED),
+        Err(e) => ("rejected", e.status()),
+    };
+    metrics::histogram!("service_press_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("service_press_requests_total", "status" => status.as_str().to_owned())
+        .increment(1);
+    Ok((StatusCode::ACCEPTED, Json(answer?)))
+}
+
+async fn accept(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<PressAccepted, ApiError> {
+    let request = read_body(headers, body, app.config.max_body_bytes).await?;
     let client = match request.client {
         Some(c) => validate_client(c)?,
         None => "anonymous".to_owned(),
@@ -44,20 +61,13 @@ pub async fn press(
     let request_id = uuid::Uuid::new_v4().to_string();
     let accepted_at_ms = now_ms();
     let record = PressRecord::new(request_id.clone(), client, accepted_at_ms);
-    let stored = app.producer.send(&request_id, &record.encode()).await;
-    metrics::histogram!("service_press_duration_seconds", "outcome" => if stored.is_ok() { "accepted" } else { "rejected" })
-        .record(started.elapsed().as_secs_f64());
-    let stored = stored?;
-    metrics::counter!("service_presses_accepted_total").increment(1);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(PressAccepted {
-            request_id,
-            partition: stored.partition,
-            offset: stored.offset,
-            accepted_at_ms,
-        }),
-    ))
+    let stored = app.producer.send(&request_id, &record.encode()).await?;
+    Ok(PressAccepted {
+        request_id,
+        partition: stored.partition,
+        offset: stored.offset,
+        accepted_at_ms,
+    })
 }
 
 async fn read_body(
