@@ -110,7 +110,8 @@ fn states(
     )
 }
 
-fn frame(snapshot: &Snapshot) -> Event {
+/// One SSE frame: `event: state`, `id: <state id>`, the state as JSON.
+pub fn frame(snapshot: &Snapshot) -> Event {
     let data = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".to_owned());
     metrics::counter!("service_sse_frames_total").increment(1);
     Event::default()

@@ -1,0 +1,421 @@
+//! A benchmark regression gate that holds on a small, noisy machine.
+//!
+//! Both checkouts' criterion benchmarks are built into the same target
+//! folder, then run in alternating rounds (base, head, head, base, ...) so
+//! that a slow minute hits both sides alike. For each benchmark and side,
+//! the fastest of the rounds' criterion medians is kept, and head/base of
+//! those is compared with the threshold. On a shared 2-core machine a
+//! neighbour's burst can double one round's time (seen: 1.9× between two
+//! runs of the same binary) but never makes code faster, so the fastest
+//! round is the stable estimate of what the code costs.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "bench-gate",
+    about = "Compare criterion benchmarks of two checkouts; exit 1 on a regression"
+)]
+pub struct Args {
+    /// Checkout of the baseline (usually the parent commit).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Checkout under test.
+    #[arg(long, default_value = ".")]
+    pub head: PathBuf,
+    /// Package holding the benchmark.
+    #[arg(long, short = 'p')]
+    pub package: String,
+    /// Benchmark target (a `[[bench]]` name).
+    #[arg(long)]
+    pub bench: String,
+    /// Criterion filter: only benchmarks whose id matches this regex.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Interleaved rounds; each round runs both sides once.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
+    /// Fail when head/base (fastest round of each) exceeds this.
+    #[arg(long, default_value_t = 1.25)]
+    pub threshold: f64,
+    /// Criterion warm-up time per benchmark, seconds.
+    #[arg(long, default_value_t = 0.5)]
+    pub warm_up: f64,
+    /// Criterion measurement time per benchmark, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub measurement: f64,
+    /// Where criterion's files, the logs and `gate.md` go.
+    #[arg(long, default_value = "target/bench-gate")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("{side} checkout has no bench `{bench}` in package `{package}`")]
+    NoBench {
+        side: &'static str,
+        bench: String,
+        package: String,
+    },
+}
+
+/// Whether `error` says the base checkout has no such benchmark.
+pub fn base_lacks_bench(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<GateError>(),
+        Some(GateError::NoBench { side: "base", .. })
+    )
+}
+
+/// One benchmark's ratios head/base, one per round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub id: String,
+    pub base_ns: Vec<f64>,
+    pub head_ns: Vec<f64>,
+}
+
+impl Comparison {
+    pub fn ratios(&self) -> Vec<f64> {
+        self.base_ns
+            .iter()
+            .zip(&self.head_ns)
+            .map(|(b, h)| h / b)
+            .collect()
+    }
+
+    /// Fastest head round over fastest base round.
+    pub fn ratio(&self) -> f64 {
+        fastest(&self.head_ns) / fastest(&self.base_ns)
+    }
+}
+
+#[derive(Debug)]
+pub struct Verdict {
+    pub threshold: f64,
+    pub comparisons: Vec<Comparison>,
+}
+
+impl Verdict {
+    pub fn regressions(&self) -> Vec<&Comparison> {
+        self.comparisons
+            .iter()
+            .filter(|c| c.ratio() > self.threshold)
+            .collect()
+    }
+
+    pub fn regressed(&self) -> bool {
+        !self.regressions().is_empty()
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| benchmark | base (fastest round) | head (fastest round) | head/base | rounds' ratios | verdict |\n|---|---:|---:|---:|---|---|\n",
+        );
+        for c in &self.comparisons {
+            let ratio = c.ratio();
+            let verdict = if ratio > self.threshold {
+                "REGRESSED"
+            } else if ratio < 1.0 / self.threshold {
+                "faster"
+            } else {
+                "same"
+            };
+            let ratios = c
+                .ratios()
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {ratio:.3} | {ratios} | {verdict} |",
+                c.id,
+                human_ns(fastest(&c.base_ns)),
+                human_ns(fastest(&c.head_ns)),
+            );
+        }
+        out
+    }
+}
+
+pub fn fastest(values: &[f64]) -> f64 {
+    values.iter().copied().reduce(f64::min).unwrap_or(f64::NAN)
+}
+
+fn human_ns(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
+        n => format!("{n:.1} ns"),
+    }
+}
+
+/// Builds the bench in both checkouts, runs the rounds, prints and stores
+/// the table.
+pub fn run(args: &Args) -> anyhow::Result<Verdict> {
+    let base_exe = build(&args.base, "base", &args.package, &args.bench)?;
+    let head_exe = build(&args.head, "head", &args.package, &args.bench)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut base: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut head: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 0..args.rounds {
+        // ABBA order: neither side always runs first (warmer caches,
+        // frequency boost, a neighbour's burst).
+        let order = if round % 2 == 0 {
+            [("base", &base_exe), ("head", &head_exe)]
+        } else {
+            [("head", &head_exe), ("base", &base_exe)]
+        };
+        for (side, exe) in order {
+            let home = args.out.join(format!("round-{round}")).join(side);
+            let _ = std::fs::remove_dir_all(&home);
+            run_bench(exe, &home, args)
+                .with_context(|| format!("round {round}, {side}: running {}", exe.display()))?;
+            let medians = read_medians(&home)?;
+            let into = if side == "base" { &mut base } else { &mut head };
+            for (id, ns) in medians {
+                into.entry(id).or_default().push(ns);
+            }
+        }
+        eprintln!("bench-gate: round {} of {} done", round + 1, args.rounds);
+    }
+    let comparisons: Vec<Comparison> = head
+        .into_iter()
+        .filter_map(|(id, head_ns)| {
+            let base_ns = base.remove(&id)?;
+            (base_ns.len() == head_ns.len()).then_some(Comparison {
+                id,
+                base_ns,
+                head_ns,
+            })
+        })
+        .collect();
+    if comparisons.is_empty() {
+        bail!("no benchmark ran on both sides (filter {:?})", args.filter);
+    }
+    let verdict = Verdict {
+        threshold: args.threshold,
+        comparisons,
+    };
+    let report = format!(
+        "# bench-gate: {} / {}\n\n{} interleaved rounds, threshold {:.2} on head/base.\n\n{}",
+        args.package,
+        args.bench,
+        args.rounds,
+        args.threshold,
+        verdict.table()
+    );
+    std::fs::write(args.out.join("gate.md"), &report)?;
+    println!("{report}");
+    for c in verdict.regressions() {
+        println!(
+            "bench-gate: REGRESSION {}: head/base {:.3} > {:.2}",
+            c.id,
+            c.ratio(),
+            args.threshold
+        );
+    }
+    Ok(verdict)
+}
+
+/// `cargo bench --no-run` in `dir`; the bench executable's path.
+fn build(dir: &Path, side: &'static str, package: &str, bench: &str) -> anyhow::Result<PathBuf> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .current_dir(dir)
+        .args(["bench", "--no-run", "--message-format=json", "-p", package])
+        .args(["--bench", bench])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo in {}", dir.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        // cargo refuses an unknown package or bench target like a build
+        // error; both mean there is nothing to compare on this side.
+        return Err(GateError::NoBench {
+            side,
+            bench: bench.to_owned(),
+            package: package.to_owned(),
+        })
+        .with_context(|| format!("cargo bench --no-run failed in {}", dir.display()));
+    }
+    executable(&stdout, bench).ok_or_else(|| {
+        anyhow::Error::new(GateError::NoBench {
+            side,
+            bench: bench.to_owned(),
+            package: package.to_owned(),
+        })
+    })
+}
+
+/// The executable of bench target `bench` in cargo's JSON messages.
+pub fn executable(messages: &str, bench: &str) -> Option<PathBuf> {
+    #[derive(Deserialize)]
+    struct Target {
+        name: String,
+        kind: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        reason: String,
+        target: Option<Target>,
+        executable: Option<PathBuf>,
+    }
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Message>(l).ok())
+        .filter(|m| m.reason == "compiler-artifact")
+        .filter(|m| {
+            m.target
+                .as_ref()
+                .is_some_and(|t| t.name == bench && t.kind.iter().any(|k| k == "bench"))
+        })
+        .find_map(|m| m.executable)
+}
+
+fn run_bench(exe: &Path, home: &Path, args: &Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(home)?;
+    let log = std::fs::File::create(home.join("criterion.log"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--bench")
+        .args(["--warm-up-time", &args.warm_up.to_string()])
+        .args(["--measurement-time", &args.measurement.to_string()])
+        .arg("--noplot")
+        // The gate reads medians only; criterion's default 100,000
+        // bootstrap resamples would take longer than the measurement.
+        .args(["--nresamples", "1000"])
+        .env("CRITERION_HOME", home)
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(filter) = &args.filter {
+        command.arg(filter);
+    }
+    let status = command.status()?;
+    if !status.success() {
+        bail!("{status}; see {}", home.join("criterion.log").display());
+    }
+    Ok(())
+}
+
+/// Criterion's median (ns per iteration) of every benchmark under `home`.
+pub fn read_medians(home: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
+    #[derive(Deserialize)]
+    struct Estimate {
+        point_estimate: f64,
+    }
+    #[derive(Deserialize)]
+    struct Estimates {
+        median: Estimate,
+    }
+    #[derive(Deserialize)]
+    struct Benchmark {
+        full_id: String,
+    }
+    let mut found = BTreeMap::new();
+    let mut stack = vec![home.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                let (b, e) = (path.join("benchmark.json"), path.join("estimates.json"));
+                if b.exists() && e.exists() {
+                    let b: Benchmark = serde_json::from_slice(&std::fs::read(&b)?)
+                        .with_context(|| format!("parsing {}", b.display()))?;
+                    let e: Estimates = serde_json::from_slice(&std::fs::read(&e)?)
+                        .with_context(|| format!("parsing {}", e.display()))?;
+                    found.insert(b.full_id, e.median.point_estimate);
+                }
+            } else {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fastest_round() {
+        assert_eq!(fastest(&[3.0, 1.0, 2.0]), 1.0);
+        assert!(fastest(&[]).is_nan());
+    }
+
+    #[test]
+    fn one_slow_round_does_not_fail_the_gate() {
+        let c = Comparison {
+            id: "apply_batch/1000".into(),
+            base_ns: vec![100.0, 100.0, 100.0, 100.0, 100.0],
+            head_ns: vec![101.0, 180.0, 190.0, 102.0, 100.0],
+        };
+        let verdict = Verdict {
+            threshold: 1.25,
+            comparisons: vec![c],
+        };
+        assert!(!verdict.regressed(), "{}", verdict.table());
+    }
+
+    #[test]
+    fn a_consistent_slowdown_fails_it() {
+        let c = Comparison {
+            id: "apply_batch/1000".into(),
+            base_ns: vec![100.0, 110.0, 95.0, 100.0],
+            head_ns: vec![150.0, 170.0, 140.0, 149.0],
+        };
+        let verdict = Verdict {
+            threshold: 1.25,
+            comparisons: vec![c],
+        };
+        assert!(verdict.regressed());
+        assert!(verdict.table().contains("REGRESSED"));
+    }
+
+    #[test]
+    fn finds_the_bench_executable_in_cargo_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"button_domain","kind":["lib"]},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"fold","kind":["bench"]},"executable":"/t/release/deps/fold-1234"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(
+            executable(messages, "fold"),
+            Some(PathBuf::from("/t/release/deps/fold-1234"))
+        );
+        assert_eq!(executable(messages, "other"), None);
+    }
+
+    #[test]
+    fn reads_criterion_medians() {
+        let home = tempfile::tempdir().expect("temp dir");
+        let new = home.path().join("apply_batch").join("1000").join("new");
+        std::fs::create_dir_all(&new).expect("dirs");
+        std::fs::write(
+            new.join("benchmark.json"),
+            r#"{"group_id":"apply_batch","full_id":"apply_batch/1000"}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            new.join("estimates.json"),
+            r#"{"mean":{"point_estimate":12.5},"median":{"point_estimate":12.0}}"#,
+        )
+        .expect("write");
+        let medians = read_medians(home.path()).expect("read");
+        assert_eq!(medians.get("apply_batch/1000"), Some(&12.0));
+    }
+}
