@@ -159,10 +159,32 @@ fn human_ns(ns: f64) -> String {
 /// Builds the bench in both checkouts, runs the rounds, prints and stores
 /// the table.
 pub fn run(args: &Args) -> anyhow::Result<Verdict> {
-    let base_exe = build(&args.base, "base", &args.package, &args.bench)?;
-    let head_exe = build(&args.head, "head", &args.package, &args.bench)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // The base builds into a target folder of its own: cargo names a
+    // workspace member's artifacts by its path relative to the workspace
+    // root and judges freshness by the files it last built from, so in a
+    // shared folder the base would silently reuse the head's binary.
+    let base_exe = keep(
+        &build(
+            &args.base,
+            &args.out.join("base-target"),
+            "base",
+            &args.package,
+            &args.bench,
+        )?,
+        &args.out.join("base.bench"),
+    )?;
+    let head_exe = keep(
+        &build(
+            &args.head,
+            &head_target(&args.head),
+            "head",
+            &args.package,
+            &args.bench,
+        )?,
+        &args.out.join("head.bench"),
+    )?;
     let mut base: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut head: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..args.rounds {
@@ -225,10 +247,30 @@ pub fn run(args: &Args) -> anyhow::Result<Verdict> {
     Ok(verdict)
 }
 
+fn keep(built: &Path, copy: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::copy(built, copy)
+        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    Ok(copy.to_path_buf())
+}
+
+/// The head's usual target folder: `CARGO_TARGET_DIR` or `<head>/target`.
+fn head_target(head: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| head.join("target"))
+}
+
 /// `cargo bench --no-run` in `dir`; the bench executable's path.
-fn build(dir: &Path, side: &'static str, package: &str, bench: &str) -> anyhow::Result<PathBuf> {
+fn build(
+    dir: &Path,
+    target: &Path,
+    side: &'static str,
+    package: &str,
+    bench: &str,
+) -> anyhow::Result<PathBuf> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
         .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target)
         .args(["bench", "--no-run", "--message-format=json", "-p", package])
         .args(["--bench", bench])
         .stderr(Stdio::inherit())
