@@ -29,6 +29,24 @@ pub struct Rejected {
     pub code: String,
 }
 
+/// A press answer as received.
+#[derive(Debug, Clone)]
+pub struct PressAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl PressAnswer {
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"].as_str()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -61,7 +79,7 @@ impl Api {
             .http
             .post(self.url("/v1/events/press"))
             .header("content-type", "application/json")
-            .body(r#"{"client":"e2e"}"#)
+            .body("{}")
             .send()
             .await
             .map_err(|e| Rejected {
@@ -81,6 +99,51 @@ impl Api {
                 code: body["error"].as_str().unwrap_or("<no code>").to_owned(),
             })
         }
+    }
+
+    /// A press with any body and headers; the whole answer.
+    pub async fn press_raw(
+        &self,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<PressAnswer> {
+        let mut request = self
+            .http
+            .post(self.url("/v1/events/press"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or_default();
+        Ok(PressAnswer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// `GET /v1/challenge`, solved: the `pow` a press carries.
+    pub async fn solved_challenge(&self) -> anyhow::Result<serde_json::Value> {
+        let response = self.http.get(self.url("/v1/challenge")).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET /v1/challenge answered {}",
+            response.status()
+        );
+        let mut challenge: serde_json::Value = response.json().await?;
+        let id = challenge["challenge_id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no challenge_id in {challenge}"))?
+            .to_owned();
+        let difficulty = challenge["difficulty"].as_u64().unwrap_or(0) as u32;
+        let nonce =
+            tokio::task::spawn_blocking(move || button_domain::pow::solve(&id, difficulty)).await?;
+        challenge["nonce"] = serde_json::Value::String(nonce);
+        Ok(challenge)
     }
 
     pub async fn current(&self) -> anyhow::Result<Snapshot> {

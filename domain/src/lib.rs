@@ -12,6 +12,7 @@
 //! timestamps and the `now_ms` a caller hands to [`apply_tick`], so folding
 //! the same inputs always gives the same state, bit for bit.
 
+pub mod pow;
 pub mod record;
 pub mod rules;
 pub mod snapshot;

@@ -534,11 +534,10 @@ async fn press_once(shared: &Shared, user: &mut GooseUser) {
     };
     shared.sent.fetch_add(1, Ordering::Relaxed);
     phase.sent.fetch_add(1, Ordering::Relaxed);
-    let client = format!("user-{}", user.weighted_users_index);
     let answer = user
         .post_json(
             &shared.press_urls[user.weighted_users_index % shared.press_urls.len()],
-            &serde_json::json!({ "client": client }),
+            &serde_json::json!({}),
         )
         .await;
     let latency = due.elapsed();

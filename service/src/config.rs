@@ -36,6 +36,22 @@ pub struct Config {
     pub db_max_connections: u32,
     /// How long SIGTERM waits for in-flight requests before closing.
     pub shutdown_grace_ms: u64,
+    /// Key for challenge signatures and client pseudonyms; the same on
+    /// every replica. Required (16+ bytes) with proof of work or rate limits.
+    pub secret: String,
+    /// Take the client's address from the last `X-Forwarded-For` entry
+    /// (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Leading zero bits a press's proof of work needs; 0 turns it off.
+    pub pow_difficulty: u32,
+    /// How long a challenge can be used.
+    pub pow_ttl_ms: u64,
+    /// Sustained presses per second per client; 0 turns limits off.
+    pub rate_limit_per_s: f64,
+    /// Presses a client may make at once before the rate applies.
+    pub rate_limit_burst: u32,
+    /// How long an Idempotency-Key's first answer is kept.
+    pub idempotency_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -56,6 +72,13 @@ impl Default for Config {
             db_safety_poll_ms: 2_000,
             db_max_connections: 8,
             shutdown_grace_ms: 5_000,
+            secret: String::new(),
+            trust_forwarded_for: false,
+            pow_difficulty: 0,
+            pow_ttl_ms: 60_000,
+            rate_limit_per_s: 0.0,
+            rate_limit_burst: 20,
+            idempotency_ttl_ms: 86_400_000,
         }
     }
 }

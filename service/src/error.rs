@@ -28,20 +28,47 @@ pub enum ApiError {
     TooManyClients { limit: usize },
     #[error("shutting down")]
     ShuttingDown,
+    #[error("proof of work is off: press without a challenge")]
+    PowDisabled,
+    #[error("this press needs a solved challenge (GET /v1/challenge) in `pow`")]
+    PowRequired,
+    #[error("proof of work refused: {0}")]
+    PowInvalid(&'static str),
+    #[error("the challenge expired; get a new one")]
+    PowExpired,
+    #[error("the challenge was already used")]
+    PowReplayed,
+    #[error("too many presses; retry in {} ms", .0.retry_after.as_millis())]
+    RateLimited(crate::guard::ratelimit::Decision),
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("a press with this Idempotency-Key is still in flight")]
+    IdempotencyInProgress,
+    #[error("{0} cannot be checked now (Redis unreachable)")]
+    GuardUnavailable(&'static str),
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_) | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::PowRequired
+            | ApiError::PowInvalid(_)
+            | ApiError::PowExpired
+            | ApiError::PowReplayed
+            | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::PowDisabled => StatusCode::NOT_FOUND,
             ApiError::BrokerUnavailable(_)
             | ApiError::QueueFull
             | ApiError::TooManyClients { .. }
-            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::ShuttingDown
+            | ApiError::GuardUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -58,6 +85,16 @@ impl ApiError {
             ApiError::QueueFull => "queue_full",
             ApiError::TooManyClients { .. } => "too_many_clients",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::PowDisabled => "pow_disabled",
+            ApiError::PowRequired => "pow_required",
+            ApiError::PowInvalid(_) => "pow_invalid",
+            ApiError::PowExpired => "pow_expired",
+            ApiError::PowReplayed => "pow_replayed",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ApiError::IdempotencyInProgress => "idempotency_in_progress",
+            ApiError::GuardUnavailable("pow") => "pow_unavailable",
+            ApiError::GuardUnavailable(_) => "idempotency_unavailable",
         }
     }
 }
@@ -79,6 +116,32 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let ApiError::RateLimited(decision) = &self {
+            rate_limit_headers(response.headers_mut(), decision);
+        }
         response
+    }
+}
+
+/// `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds until the full burst
+/// is back), and `Retry-After` when refused; whole seconds, rounded up.
+pub fn rate_limit_headers(
+    headers: &mut axum::http::HeaderMap,
+    decision: &crate::guard::ratelimit::Decision,
+) {
+    let secs = |d: std::time::Duration| d.as_millis().div_ceil(1000).to_string();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set("ratelimit-limit", decision.limit.to_string());
+    set("ratelimit-remaining", decision.remaining.to_string());
+    set("ratelimit-reset", secs(decision.reset));
+    if !decision.allowed {
+        set(
+            "retry-after",
+            secs(decision.retry_after).max("1".to_owned()),
+        );
     }
 }

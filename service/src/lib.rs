@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod guard;
 pub mod metrics;
 pub mod producer;
 pub mod routes;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub struct AppState {
     pub config: Arc<Config>,
     pub producer: Arc<dyn PressSink>,
+    pub guards: Arc<guard::Guards>,
     pub pool: PgPool,
     pub current: feed::Current,
     pub sse_clients: Arc<AtomicUsize>,
@@ -49,6 +51,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/events/press", post(routes::press::press))
+        .route("/v1/challenge", get(routes::press::challenge))
         .route("/v1/states/current", get(routes::states::current))
         .route("/v1/states/stream", get(routes::states::stream))
         .route("/health", get(routes::health::health))
@@ -105,6 +108,8 @@ pub async fn serve(
                 .1,
         ),
     };
+    let guards =
+        guard::Guards::new(&config).context("configuring proof of work and rate limits")?;
     let deadline = Duration::from_millis(config.produce_timeout_ms);
     let producer = PressProducer::new(
         &config.kafka_brokers,
@@ -135,6 +140,7 @@ pub async fn serve(
     let state = AppState {
         config: Arc::new(config),
         producer: Arc::new(producer),
+        guards: Arc::new(guards),
         pool,
         current,
         sse_clients: Arc::new(AtomicUsize::new(0)),
@@ -144,7 +150,12 @@ pub async fn serve(
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown({
+    // Peer addresses reach the handlers only to derive pseudonyms.
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move { shutdown.cancelled().await }
     });

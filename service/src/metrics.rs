@@ -4,7 +4,7 @@
 use button_infra::metrics::{Kind, Label, Metric, REQUEST_SECONDS};
 
 /// Every status `POST /v1/events/press` answers with.
-pub const PRESS_STATUSES: &[&str] = &["202", "400", "413", "415", "429", "503"];
+pub const PRESS_STATUSES: &[&str] = &["202", "400", "409", "413", "415", "429", "503"];
 
 /// Every stable error code (`ApiError::code`).
 pub const ERROR_CODES: &[&str] = &[
@@ -18,6 +18,16 @@ pub const ERROR_CODES: &[&str] = &[
     "queue_full",
     "too_many_clients",
     "shutting_down",
+    "pow_disabled",
+    "pow_required",
+    "pow_invalid",
+    "pow_expired",
+    "pow_replayed",
+    "pow_unavailable",
+    "rate_limited",
+    "invalid_idempotency_key",
+    "idempotency_in_progress",
+    "idempotency_unavailable",
 ];
 
 pub const METRICS: &[Metric] = &[
@@ -98,6 +108,33 @@ pub const METRICS: &[Metric] = &[
         unit: "boolean",
         labels: &[],
         help: "1 while the state subscription to Redis is live.",
+        buckets: &[],
+    },
+    Metric {
+        name: "service_challenges_issued_total",
+        kind: Kind::Counter,
+        unit: "challenges",
+        labels: &[],
+        help: "Proof-of-work challenges handed out by GET /v1/challenge.",
+        buckets: &[],
+    },
+    Metric {
+        name: "service_idempotent_replays_total",
+        kind: Kind::Counter,
+        unit: "requests",
+        labels: &[],
+        help: "Presses answered with the first answer given for their Idempotency-Key (nothing produced).",
+        buckets: &[],
+    },
+    Metric {
+        name: "service_guard_unavailable_total",
+        kind: Kind::Counter,
+        unit: "checks",
+        labels: &[Label {
+            name: "guard",
+            values: &["pow", "rate_limit", "idempotency"],
+        }],
+        help: "Guard checks that could not reach Redis: rate limits let the press through, proof of work and idempotency answer 503.",
         buckets: &[],
     },
     Metric {

@@ -3,24 +3,29 @@
 //! the press to the first state that includes it.
 
 use crate::AppState;
-use crate::error::ApiError;
-use axum::Json;
+use crate::error::{ApiError, rate_limit_headers};
+use crate::guard::idempotency::{Reservation, validate_key};
+use crate::guard::pow::Challenge;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use button_domain::PressRecord;
 use serde::{Deserialize, Serialize};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Optional body. `client` is the caller's pseudonymous id.
+/// Optional body: `pow`, the solved challenge, when proof of work is on.
+/// The client is never named by the body: its pseudonym comes from its
+/// address (see [`crate::guard::identity`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PressRequest {
-    pub client: Option<String>,
+    pub pow: Option<Challenge>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PressAccepted {
     pub request_id: String,
     pub partition: i32,
@@ -28,15 +33,22 @@ pub struct PressAccepted {
     pub accepted_at_ms: i64,
 }
 
-const MAX_CLIENT_LEN: usize = 64;
-
 pub async fn press(
     State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Response {
     let started = Instant::now();
-    let answer = accept(&app, &headers, body).await;
+    let client = app
+        .guards
+        .identity
+        .of(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+    let rate = app.guards.check_rate(&client).await;
+    let answer = match rate {
+        Some(decision) if !decision.allowed => Err(ApiError::RateLimited(decision)),
+        _ => accept(&app, &client, &headers, body).await,
+    };
     let (outcome, status) = match &answer {
         Ok(_) => ("accepted", StatusCode::ACCEPTED),
         Err(e) => ("rejected", e.status()),
@@ -45,22 +57,77 @@ pub async fn press(
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("service_press_requests_total", "status" => status.as_str().to_owned())
         .increment(1);
-    Ok((StatusCode::ACCEPTED, Json(answer?)))
+    let mut response = match answer {
+        Ok(Answer::Fresh(accepted)) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Ok(Answer::Replay(json)) => (
+            StatusCode::ACCEPTED,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (HeaderName::from_static("idempotent-replayed"), "true"),
+            ],
+            json,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Some(decision) = rate.filter(|d| d.allowed) {
+        rate_limit_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+enum Answer {
+    Fresh(PressAccepted),
+    /// The first answer given for this Idempotency-Key, verbatim.
+    Replay(String),
 }
 
 async fn accept(
     app: &AppState,
+    client: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<PressAccepted, ApiError> {
+) -> Result<Answer, ApiError> {
     let request = read_body(headers, body, app.config.max_body_bytes).await?;
-    let client = match request.client {
-        Some(c) => validate_client(c)?,
-        None => "anonymous".to_owned(),
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| validate_key(v.as_bytes()).map(str::to_owned))
+        .transpose()?;
+    let deadline = Duration::from_millis(app.config.produce_timeout_ms);
+    let slot = match &idempotency_key {
+        None => None,
+        Some(key) => match app
+            .guards
+            .idempotency_reserve(client, key, deadline)
+            .await?
+        {
+            Reservation::Replay(json) => {
+                metrics::counter!("service_idempotent_replays_total").increment(1);
+                return Ok(Answer::Replay(json));
+            }
+            Reservation::Reserved(slot) => Some(slot),
+        },
     };
+    let produced = produce(app, client, request.pow.as_ref()).await;
+    if let Some(slot) = &slot {
+        let json = produced
+            .as_ref()
+            .ok()
+            .and_then(|a| serde_json::to_string(a).ok());
+        app.guards.idempotency_done(slot, json.as_deref()).await;
+    }
+    produced.map(Answer::Fresh)
+}
+
+async fn produce(
+    app: &AppState,
+    client: &str,
+    pow: Option<&Challenge>,
+) -> Result<PressAccepted, ApiError> {
+    app.guards.check_pow(pow, client, now_ms()).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let accepted_at_ms = now_ms();
-    let record = PressRecord::new(request_id.clone(), client, accepted_at_ms);
+    let record = PressRecord::new(request_id.clone(), client.to_owned(), accepted_at_ms);
     let stored = app.producer.send(&request_id, &record.encode()).await?;
     Ok(PressAccepted {
         request_id,
@@ -68,6 +135,28 @@ async fn accept(
         offset: stored.offset,
         accepted_at_ms,
     })
+}
+
+/// `GET /v1/challenge`: a challenge for this client. With proof of work
+/// off, 404 `pow_disabled` tells clients to press without one.
+pub async fn challenge(
+    State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(pow) = &app.guards.pow else {
+        return Err(ApiError::PowDisabled);
+    };
+    let client = app
+        .guards
+        .identity
+        .of(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+    metrics::counter!("service_challenges_issued_total").increment(1);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(pow.issue(&client, now_ms())),
+    )
+        .into_response())
 }
 
 async fn read_body(
@@ -100,21 +189,6 @@ async fn read_body(
         serde_json::error::Category::Data => ApiError::InvalidBody(e.to_string()),
         _ => ApiError::InvalidJson(e.to_string()),
     })
-}
-
-fn validate_client(client: String) -> Result<String, ApiError> {
-    let ok = !client.is_empty()
-        && client.len() <= MAX_CLIENT_LEN
-        && client
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if ok {
-        Ok(client)
-    } else {
-        Err(ApiError::InvalidBody(format!(
-            "`client` must be 1 to {MAX_CLIENT_LEN} characters of A-Z a-z 0-9 - _ . :"
-        )))
-    }
 }
 
 fn now_ms() -> i64 {

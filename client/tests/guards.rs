@@ -1,0 +1,222 @@
+//! Proof of work, rate limits and Idempotency-Key on a running service,
+//! each raced by concurrent requests, and what each does with Redis down.
+
+use button_client::{Api, PressAnswer, init_test_logs};
+use button_stack::{Component, Stack, StackConfig};
+use futures::future::join_all;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+
+async fn stack(env: &[(&str, &str)]) -> Stack {
+    let mut service_env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    service_env.insert("BUTTON_SECRET".into(), SECRET.into());
+    Stack::start(StackConfig {
+        reducer: false,
+        service_env,
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts")
+}
+
+fn statuses(answers: &[PressAnswer]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for a in answers {
+        let key = format!("{} {}", a.status, a.code().unwrap_or(""));
+        *counts.entry(key.trim().to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_is_good_for_one_press_however_many_race_it() {
+    init_test_logs();
+    let mut stack = stack(&[("BUTTON_POW_DIFFICULTY", "8")]).await;
+    let api = Api::new(stack.service_url(0));
+
+    let missing = api.press_raw(&json!({}), &[]).await.expect("answer");
+    assert_eq!(
+        (missing.status, missing.code()),
+        (400, Some("pow_required"))
+    );
+
+    // 24 concurrent presses carry the same solved challenge: one wins.
+    let pow = api.solved_challenge().await.expect("challenge");
+    let body = json!({ "pow": pow });
+    let answers: Vec<PressAnswer> = join_all((0..24).map(|_| api.press_raw(&body, &[])))
+        .await
+        .into_iter()
+        .map(|a| a.expect("answer"))
+        .collect();
+    let counts = statuses(&answers);
+    assert_eq!(counts.get("202"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("400 pow_replayed"), Some(&23), "{counts:?}");
+
+    // Tampered: the difficulty written down lower than asked.
+    let mut easier = api.solved_challenge().await.expect("challenge");
+    easier["difficulty"] = json!(0);
+    let refused = api
+        .press_raw(&json!({ "pow": easier }), &[])
+        .await
+        .expect("answer");
+    assert_eq!((refused.status, refused.code()), (400, Some("pow_invalid")));
+
+    // Redis down: single use cannot be checked, so no press gets in.
+    let pow = api.solved_challenge().await.expect("challenge");
+    stack.kill(Component::Redis).expect("kill redis");
+    let closed = api
+        .press_raw(&json!({ "pow": pow }), &[])
+        .await
+        .expect("answer");
+    assert_eq!(
+        (closed.status, closed.code()),
+        (503, Some("pow_unavailable"))
+    );
+    stack
+        .start_component(Component::Redis)
+        .await
+        .expect("redis back");
+    let mut accepted = false;
+    for _ in 0..50 {
+        let pow = api.solved_challenge().await.expect("challenge");
+        let a = api
+            .press_raw(&json!({ "pow": pow }), &[])
+            .await
+            .expect("answer");
+        if a.status == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        accepted,
+        "presses with proof of work resume once Redis is back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_admits_exactly_the_burst_under_concurrency() {
+    init_test_logs();
+    // One press per 100 s after a burst of 10: nothing refills during the test.
+    let mut stack = stack(&[
+        ("BUTTON_RATE_LIMIT_PER_S", "0.01"),
+        ("BUTTON_RATE_LIMIT_BURST", "10"),
+    ])
+    .await;
+    let api = Api::new(stack.service_url(0));
+    let empty = json!({});
+    let answers: Vec<PressAnswer> = join_all((0..60).map(|_| api.press_raw(&empty, &[])))
+        .await
+        .into_iter()
+        .map(|a| a.expect("answer"))
+        .collect();
+    let counts = statuses(&answers);
+    assert_eq!(counts.get("202"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("429 rate_limited"), Some(&50), "{counts:?}");
+    for a in &answers {
+        assert_eq!(a.header("ratelimit-limit"), Some("10"));
+        assert!(a.header("ratelimit-remaining").is_some());
+        assert!(a.header("ratelimit-reset").is_some());
+        if a.status == 429 {
+            let retry: u64 = a
+                .header("retry-after")
+                .expect("Retry-After")
+                .parse()
+                .expect("seconds");
+            assert!((90..=101).contains(&retry), "Retry-After {retry}");
+            assert_eq!(a.header("ratelimit-remaining"), Some("0"));
+        }
+    }
+    let mut remaining: Vec<u32> = answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .map(|a| a.header("ratelimit-remaining").unwrap().parse().unwrap())
+        .collect();
+    remaining.sort();
+    assert_eq!(
+        remaining,
+        (0..10).collect::<Vec<_>>(),
+        "each admitted press saw its own count"
+    );
+
+    // Redis down: limits fail open, presses go on.
+    stack.kill(Component::Redis).expect("kill redis");
+    let open = api.press_raw(&json!({}), &[]).await.expect("answer");
+    assert_eq!(open.status, 202, "{:?}", open.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_press_with_one_idempotency_key_is_produced_once() {
+    init_test_logs();
+    let mut stack = stack(&[]).await;
+    let api = Api::new(stack.service_url(0));
+    let before = api.press_raw(&json!({}), &[]).await.expect("answer");
+    assert_eq!(before.status, 202);
+
+    let key = [("idempotency-key", "retry-me-7f3a")];
+    let empty = json!({});
+    let answers: Vec<PressAnswer> = join_all((0..20).map(|_| api.press_raw(&empty, &key)))
+        .await
+        .into_iter()
+        .map(|a| a.expect("answer"))
+        .collect();
+    assert!(
+        answers.iter().all(|a| a.status == 202),
+        "{:?}",
+        statuses(&answers)
+    );
+    let first = &answers[0].body;
+    assert!(
+        answers.iter().all(|a| &a.body == first),
+        "every retry gets the first answer"
+    );
+    let replayed = answers
+        .iter()
+        .filter(|a| a.header("idempotent-replayed") == Some("true"))
+        .count();
+    assert_eq!(
+        replayed, 19,
+        "one request produced, the others replayed its answer"
+    );
+
+    // One partition: the record right after `before`, and the next press
+    // right after it, so nothing else was produced in between.
+    let after = api.press_raw(&json!({}), &[]).await.expect("answer");
+    let offset = |v: &serde_json::Value| v["offset"].as_i64().expect("offset");
+    assert_eq!(offset(first), offset(&before.body) + 1);
+    assert_eq!(offset(&after.body), offset(first) + 1);
+
+    // A later retry still gets the same answer; another key is another press.
+    let again = api.press_raw(&json!({}), &key).await.expect("answer");
+    assert_eq!(&again.body, first);
+    let other = api
+        .press_raw(&json!({}), &[("idempotency-key", "another")])
+        .await
+        .expect("answer");
+    assert_eq!(offset(&other.body), offset(&after.body) + 1);
+
+    let bad = api
+        .press_raw(&json!({}), &[("idempotency-key", &"k".repeat(300))])
+        .await
+        .expect("answer");
+    assert_eq!(
+        (bad.status, bad.code()),
+        (400, Some("invalid_idempotency_key"))
+    );
+
+    stack.kill(Component::Redis).expect("kill redis");
+    let closed = api.press_raw(&json!({}), &key).await.expect("answer");
+    assert_eq!(
+        (closed.status, closed.code()),
+        (503, Some("idempotency_unavailable"))
+    );
+    let plain = api.press_raw(&json!({}), &[]).await.expect("answer");
+    assert_eq!(plain.status, 202, "presses without a key do not need Redis");
+}

@@ -1,0 +1,129 @@
+//! `Idempotency-Key`: a retried press with the same key (from the same
+//! client) gets the first answer and produces nothing new. The first
+//! request reserves the key with one `SET NX`; it stores its answer there
+//! once the broker acknowledged, or removes the reservation if the press
+//! failed, so a retry may try again. A request that finds the reservation
+//! waits for the answer, at most the produce deadline.
+
+use super::{Guards, unavailable};
+use crate::error::ApiError;
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+const PENDING: &str = "pending";
+const MAX_KEY_LEN: usize = 255;
+
+/// What the reservation found.
+pub enum Reservation {
+    /// This request goes ahead; finish it with [`Guards::idempotency_done`].
+    Reserved(String),
+    /// The first request's answer, as it was sent.
+    Replay(String),
+}
+
+pub fn validate_key(key: &[u8]) -> Result<&str, ApiError> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+    if !valid {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    std::str::from_utf8(key).map_err(|_| ApiError::InvalidIdempotencyKey)
+}
+
+fn unreachable_redis(e: &redis::RedisError) -> ApiError {
+    unavailable("idempotency", e);
+    ApiError::GuardUnavailable("idempotency")
+}
+
+impl Guards {
+    fn idempotency_redis(&self) -> Result<ConnectionManager, ApiError> {
+        self.redis().map_err(|e| unreachable_redis(&e))
+    }
+
+    /// Reserves `key` for `client`, or returns the answer already given.
+    /// `wait` bounds how long an in-flight first request is waited for.
+    pub async fn idempotency_reserve(
+        &self,
+        client: &str,
+        key: &str,
+        wait: Duration,
+    ) -> Result<Reservation, ApiError> {
+        let mut redis = self.idempotency_redis()?;
+        let slot = format!("idem:{client}:{key}");
+        // The reservation outlives the produce deadline, so a crashed
+        // request's key frees itself soon after.
+        let pending_ms = wait.as_millis() as u64 + 5_000;
+        let reserved: Option<String> = redis::cmd("SET")
+            .arg(&slot)
+            .arg(PENDING)
+            .arg("NX")
+            .arg("PX")
+            .arg(pending_ms)
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| unreachable_redis(&e))?;
+        if reserved.is_some() {
+            return Ok(Reservation::Reserved(slot));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&slot)
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| unreachable_redis(&e))?;
+            match value {
+                Some(v) if v != PENDING => return Ok(Reservation::Replay(v)),
+                // The first request failed and let go: this one goes ahead
+                // if it wins the key now.
+                None => return Box::pin(self.idempotency_reserve(client, key, wait)).await,
+                Some(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ApiError::IdempotencyInProgress);
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Stores the answer (`Some`) or releases the key (`None`).
+    pub async fn idempotency_done(&self, slot: &str, answer: Option<&str>) {
+        let Ok(mut redis) = self.idempotency_redis() else {
+            return;
+        };
+        let result: Result<(), _> = match answer {
+            Some(answer) => {
+                redis::cmd("SET")
+                    .arg(slot)
+                    .arg(answer)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(self.idempotency_ttl.as_millis() as u64)
+                    .query_async(&mut redis)
+                    .await
+            }
+            None => redis::cmd("DEL").arg(slot).query_async(&mut redis).await,
+        };
+        if let Err(e) = result {
+            // The answer was sent; a retry within the pending window waits
+            // and then gets 409, after it produces again (logged here).
+            unavailable("idempotency", &e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_visible_ascii_up_to_255_bytes() {
+        assert!(validate_key(b"order-42").is_ok());
+        assert!(validate_key(b"a b").is_ok());
+        assert!(validate_key(&[b'k'; 255]).is_ok());
+        assert!(validate_key(&[b'k'; 256]).is_err());
+        assert!(validate_key(b"").is_err());
+        assert!(validate_key(b"tab\there").is_err());
+        assert!(validate_key("é".as_bytes()).is_err());
+    }
+}

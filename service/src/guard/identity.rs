@@ -1,0 +1,137 @@
+//! The client's pseudonymous id: a keyed hash of its address, so the raw
+//! address never reaches the topic, the database or the logs, and a
+//! pseudonym cannot be turned back into an address without the secret.
+
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Clone)]
+pub struct Identity {
+    key: Vec<u8>,
+    trust_forwarded_for: bool,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn new(secret: &[u8], trust_forwarded_for: bool) -> Identity {
+        // A key of its own, so pseudonyms say nothing about challenge
+        // signatures made with the same secret.
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+        mac.update(b"button/identity/v1");
+        Identity {
+            key: mac.finalize().into_bytes().to_vec(),
+            trust_forwarded_for,
+        }
+    }
+
+    /// A random key for this process only.
+    pub fn ephemeral() -> Identity {
+        let a = uuid::Uuid::new_v4();
+        let b = uuid::Uuid::new_v4();
+        Identity::new(&[a.as_bytes().as_slice(), b.as_bytes()].concat(), false)
+    }
+
+    pub fn trusting_forwarded_for(mut self, trust: bool) -> Identity {
+        self.trust_forwarded_for = trust;
+        self
+    }
+
+    /// The address a request comes from: the peer, or, behind a trusted
+    /// proxy, the last `X-Forwarded-For` entry (the one that proxy added;
+    /// earlier entries are whatever the client claimed).
+    pub fn address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        if self.trust_forwarded_for
+            && let Some(forwarded) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|v| v.trim().parse::<IpAddr>().ok())
+                .last()
+        {
+            return Some(forwarded);
+        }
+        peer.map(|p| p.ip())
+    }
+
+    /// `c-` and 16 hex digits. IPv6 addresses count per /64, the block one
+    /// subscriber usually gets; IPv4-mapped IPv6 counts as the IPv4.
+    pub fn pseudonym(&self, address: Option<IpAddr>) -> String {
+        let material: Vec<u8> = match address.map(|a| a.to_canonical()) {
+            Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+            Some(IpAddr::V6(v6)) => v6.octets()[..8].to_vec(),
+            None => b"unknown".to_vec(),
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(&material);
+        let digest = mac.finalize().into_bytes();
+        format!("c-{}", hex::encode(&digest[..8]))
+    }
+
+    pub fn of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+        self.pseudonym(self.address(peer, headers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("address"))
+    }
+
+    #[test]
+    fn pseudonyms_are_keyed_stable_and_hide_the_address() {
+        let a = Identity::new(b"0123456789abcdef", false);
+        let b = Identity::new(b"fedcba9876543210", false);
+        let p = a.pseudonym(ip("203.0.113.77"));
+        assert_eq!(p, a.pseudonym(ip("203.0.113.77")), "stable");
+        assert_ne!(p, b.pseudonym(ip("203.0.113.77")), "keyed");
+        assert_ne!(p, a.pseudonym(ip("203.0.113.78")));
+        assert!(p.starts_with("c-") && p.len() == 18, "{p}");
+        assert!(!p.contains("203") || !p.contains("113"));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let id = Identity::new(b"0123456789abcdef", false);
+        assert_eq!(
+            id.pseudonym(ip("2001:db8:1:2::1")),
+            id.pseudonym(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            id.pseudonym(ip("2001:db8:1:2::1")),
+            id.pseudonym(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            id.pseudonym(ip("::ffff:192.0.2.1")),
+            id.pseudonym(ip("192.0.2.1"))
+        );
+    }
+
+    #[test]
+    fn forwarded_for_only_when_trusted_and_its_last_entry() {
+        let peer = Some(SocketAddr::from(([10, 0, 0, 1], 4000)));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, not-an-ip, 203.0.113.9"),
+        );
+        let untrusted = Identity::new(b"0123456789abcdef", false);
+        assert_eq!(untrusted.address(peer, &headers), ip("10.0.0.1"));
+        let trusted = untrusted.trusting_forwarded_for(true);
+        assert_eq!(trusted.address(peer, &headers), ip("203.0.113.9"));
+        assert_eq!(trusted.address(peer, &HeaderMap::new()), ip("10.0.0.1"));
+    }
+}
