@@ -18,7 +18,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod state;
 
-pub use record::{DecodeError, PressRecord, RECORD_VERSION};
+pub use record::{DecodeError, MAX_RECORD_BYTES, PressRecord, RECORD_VERSION};
 pub use rules::{PerPhase, Phase, Ruleset, RulesetError, Thresholds};
 pub use snapshot::Snapshot;
 pub use state::{PressEvent, State, Tick, apply_batch, apply_tick};

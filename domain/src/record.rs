@@ -27,6 +27,8 @@ pub struct PressRecord {
 pub enum DecodeError {
     #[error("record has no payload")]
     Empty,
+    #[error("payload of {0} bytes is over the {MAX_RECORD_BYTES}-byte limit")]
+    TooLarge(usize),
     #[error("payload is not a JSON object: {0}")]
     Malformed(String),
     #[error("unknown record version {0}")]
@@ -37,10 +39,15 @@ pub enum DecodeError {
     InvalidField(String),
 }
 
+/// The service's records are about 200 bytes; anything past this was not
+/// written by it, and is not parsed.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+
 impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::Empty => "empty_payload",
+            DecodeError::TooLarge(_) => "too_large",
             DecodeError::Malformed(_) => "malformed_json",
             DecodeError::UnknownVersion(_) => "unknown_version",
             DecodeError::UnknownKind(_) => "unknown_kind",
@@ -67,6 +74,7 @@ impl PressRecord {
     pub fn decode(payload: Option<&[u8]>) -> Result<PressRecord, DecodeError> {
         let bytes = match payload {
             None | Some([]) => return Err(DecodeError::Empty),
+            Some(b) if b.len() > MAX_RECORD_BYTES => return Err(DecodeError::TooLarge(b.len())),
             Some(b) => b,
         };
         let value: serde_json::Value =
@@ -104,6 +112,19 @@ mod tests {
     fn round_trip() {
         let r = PressRecord::new("r1".into(), "c1".into(), 42);
         assert_eq!(PressRecord::decode(Some(&r.encode())), Ok(r));
+    }
+
+    #[test]
+    fn huge_payloads_are_refused_unparsed() {
+        let mut huge =
+            br#"{"v":1,"kind":"press","request_id":"r","client":"c","accepted_at_ms":1,"pad":""#
+                .to_vec();
+        huge.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES));
+        huge.extend(br#""}"#);
+        assert_eq!(
+            PressRecord::decode(Some(&huge)).map_err(|e| e.code()),
+            Err("too_large")
+        );
     }
 
     #[test]

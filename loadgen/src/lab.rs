@@ -252,6 +252,7 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     sections.insert("knee", knee_section(&runs));
     sections.insert("spike", spike_section(&runs));
     sections.insert("faults", faults_section(&runs));
+    sections.insert("fault-matrix", fault_matrix(&runs));
     sections.insert("sweep", sweep_section(&sweeps));
     let mut text =
         std::fs::read_to_string(scale).with_context(|| format!("reading {}", scale.display()))?;
@@ -447,6 +448,72 @@ fn faults_section(runs: &[(String, Value, Value)]) -> String {
     } else {
         md
     }
+}
+
+/// The newest run of every `fault-*` scenario, one row per fault.
+fn fault_matrix(runs: &[(String, Value, Value)]) -> String {
+    let mut newest: BTreeMap<String, &(String, Value, Value)> = BTreeMap::new();
+    for run in runs {
+        if let Some(scenario) = run.1.get("scenario").and_then(Value::as_str)
+            && scenario.starts_with("fault-")
+        {
+            newest.insert(scenario.to_owned(), run);
+        }
+    }
+    if newest.is_empty() {
+        return "No fault-* run stored yet.\n".to_owned();
+    }
+    let mut md = String::from(
+        "| fault | run | accepted (202) | lost | duplicated | stored without a 202 | refused, fault to recovery | errors (whole run) | fault lasted s | recovered s after it ended | longest SSE gap s | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, s, _) in newest.values() {
+        let impacts = s["fault_impact"].as_array().cloned().unwrap_or_default();
+        let faults = impacts
+            .iter()
+            .map(|i| i["fault"].as_str().unwrap_or("?").to_owned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let each = |key: &str| {
+            impacts
+                .iter()
+                .map(|i| num(i, &format!("/{key}")))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let seconds = |f: &dyn Fn(&Value) -> Option<f64>| {
+            impacts
+                .iter()
+                .map(|i| f(i).map_or("never".to_owned(), |x| format!("{x:.1}")))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let lasted = seconds(&|i| Some(i["done_s"].as_f64()? - i["at_s"].as_f64()?));
+        let recovered = seconds(&|i| {
+            Some(i["recovery_s"].as_f64()? - (i["done_s"].as_f64()? - i["at_s"].as_f64()?))
+        });
+        let errors = s["errors"]
+            .as_object()
+            .map(|e| {
+                e.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "none".to_owned());
+        let _ = writeln!(
+            md,
+            "| {faults} | `{name}` | {} | {} | {} | {} | {} | {errors} | {lasted} | {recovered} | {} | {} |",
+            num(s, "/verdict/accepted"),
+            num(s, "/verdict/lost"),
+            num(s, "/verdict/duplicated"),
+            num(s, "/verdict/stored_without_202"),
+            each("refused"),
+            each("longest_sse_gap_s"),
+            verdict(s)
+        );
+    }
+    md
 }
 
 fn sweep_section(sweeps: &[(String, Value)]) -> String {

@@ -76,6 +76,10 @@ struct Shared {
     accepted: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     last_tracked: Mutex<Option<Snapshot>>,
+    /// When the tracking SSE client received each state frame.
+    frames: Mutex<Vec<Instant>>,
+    /// Per scenario fault: (first action started, last action done).
+    fault_windows: Mutex<Vec<(usize, Instant, Instant)>>,
     /// One press URL per service instance; each user keeps to one.
     press_urls: Vec<String>,
 }
@@ -115,6 +119,7 @@ impl Shared {
     /// A state reached the tracking client: every press it covers is seen.
     fn on_tracked_state(&self, s: &Snapshot) {
         let now = Instant::now();
+        lock(&self.frames).push(now);
         let mut seen = Vec::new();
         {
             let mut t = lock(&self.tracker);
@@ -141,6 +146,25 @@ pub struct FaultEvent {
     pub target: String,
     pub ok: bool,
     pub detail: String,
+}
+
+/// What one scenario fault did to clients and how long the pipeline took
+/// to recover from it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultImpact {
+    /// e.g. `kill reducer for 2 s`.
+    pub fault: String,
+    pub at_s: f64,
+    /// When the fault's last action (the undo, or a restart) was done.
+    pub done_s: f64,
+    /// From `at_s` to the first second with lag 0 and no refused press,
+    /// after `done_s`; none when that never came within the run.
+    pub recovery_s: Option<f64>,
+    /// Presses refused (any non-202) from `at_s` to recovery.
+    pub refused: u64,
+    /// Longest time the tracking SSE client went without a state frame,
+    /// from `at_s` to recovery.
+    pub longest_sse_gap_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,6 +202,7 @@ pub struct Summary {
     pub states: i64,
     pub verdict: Verdict,
     pub faults: Vec<FaultEvent>,
+    pub fault_impact: Vec<FaultImpact>,
     pub asserts: Vec<AssertResult>,
     pub passed: bool,
 }
@@ -209,7 +234,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let reducer_url = endpoints.reducer_url.clone();
     let database_url = endpoints.database_url.clone();
     let broker_log = driver.broker_log().await;
-    let counter_before = latest_in_db(&database_url).await?.map_or(0, |s| s.counter);
+    let state_before = latest_in_db(&database_url).await?;
+    let counter_before = state_before.as_ref().map_or(0, |s| s.counter);
+    let offsets_before = state_before.map(|s| s.offsets).unwrap_or_default();
 
     let mut offset = Duration::ZERO;
     let phases = scenario
@@ -249,6 +276,8 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         accepted: AtomicU64::new(0),
         errors: Mutex::new(BTreeMap::new()),
         last_tracked: Mutex::new(None),
+        frames: Mutex::new(Vec::new()),
+        fault_windows: Mutex::new(Vec::new()),
         press_urls: service_urls
             .iter()
             .map(|u| format!("{u}/v1/events/press"))
@@ -276,7 +305,17 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         .faults
         .iter()
         .cloned()
-        .map(|f| tokio::spawn(apply_fault(f, driver.clone(), load_started, faults.clone())))
+        .enumerate()
+        .map(|(i, f)| {
+            tokio::spawn(apply_fault(
+                i,
+                f,
+                driver.clone(),
+                load_started,
+                faults.clone(),
+                shared.clone(),
+            ))
+        })
         .collect();
     let sampler_stop = tokio_util_token();
     let sampler = tokio::spawn(sample_loop(
@@ -345,10 +384,14 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
 
     let sse_last = lock(&shared.last_tracked).as_ref().map(|s| s.counter);
     let counter_after = db_newest.as_ref().map_or(counter_before, |s| s.counter);
+    let records_applied = db_newest.as_ref().map_or(0, |s| {
+        crate::verdict::records_between(&offsets_before, &s.offsets)
+    });
     let verdict = Verdict::judge(
         ledger.accepted as u64,
         counter_before,
         counter_after,
+        records_applied,
         sse_last,
         drain_s.is_some(),
     );
@@ -402,6 +445,13 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         states: db_newest.as_ref().map_or(0, |s| s.id),
         verdict,
         faults: std::mem::take(&mut *lock(&faults)),
+        fault_impact: fault_impact(
+            scenario,
+            &lock(&shared.fault_windows),
+            &lock(&shared.frames),
+            load_started,
+            &dir.join("timeseries.csv"),
+        ),
         asserts: Vec::new(),
         passed: false,
     };
@@ -623,13 +673,16 @@ async fn listen(
 }
 
 async fn apply_fault(
+    index: usize,
     fault: crate::scenario::Fault,
     driver: Arc<Driver>,
     load_started: Instant,
     events: Arc<Mutex<Vec<FaultEvent>>>,
+    shared: Arc<Shared>,
 ) {
     let component = fault.component();
     tokio::time::sleep_until((load_started + Duration::from_secs_f64(fault.at_s)).into()).await;
+    let started = Instant::now();
     let act = |action: FaultAction| {
         let driver = driver.clone();
         let events = events.clone();
@@ -662,6 +715,80 @@ async fn apply_fault(
             act(undo).await;
         }
     }
+    lock(&shared.fault_windows).push((index, started, Instant::now()));
+}
+
+/// Each fault's recovery and what clients saw, from the per-second
+/// samples and the tracking client's frames.
+fn fault_impact(
+    scenario: &Scenario,
+    windows: &[(usize, Instant, Instant)],
+    frames: &[Instant],
+    load_started: Instant,
+    timeseries: &Path,
+) -> Vec<FaultImpact> {
+    let rows = crate::report::read_timeseries(timeseries);
+    let column = |name: &str| rows.get(name).cloned().unwrap_or_default();
+    let (t, lag, errors) = (column("t_s"), column("lag"), column("errors_per_s"));
+    let since = |i: Instant| i.saturating_duration_since(load_started).as_secs_f64();
+    let mut out: Vec<FaultImpact> = windows
+        .iter()
+        .map(|&(index, started, done)| {
+            let fault = &scenario.faults[index];
+            let (at_s, done_s) = (since(started), since(done));
+            // Row t covers the second (t - 1, t]: the first whole second
+            // after the fault was undone.
+            let recovered = (0..t.len()).find(|&i| {
+                t[i] - 1.0 >= done_s
+                    && lag.get(i).is_some_and(|&l| l == 0.0)
+                    && errors.get(i).is_some_and(|&e| e == 0.0)
+            });
+            let end_s = recovered.map_or(f64::INFINITY, |i| t[i]);
+            let refused = (0..t.len())
+                // (samples are taken a moment after each whole second)
+                .filter(|&i| t[i] + 0.5 > at_s && t[i] - 1.0 < end_s)
+                .map(|i| {
+                    errors
+                        .get(i)
+                        .copied()
+                        .filter(|e| e.is_finite())
+                        .unwrap_or(0.0)
+                })
+                .sum::<f64>() as u64;
+            let mut longest: f64 = 0.0;
+            let mut previous = at_s;
+            for f in frames.iter().map(|&f| since(f)).filter(|&f| f > at_s) {
+                if f > end_s {
+                    longest = longest.max(end_s.min(f) - previous);
+                    previous = f64::NAN;
+                    break;
+                }
+                longest = longest.max(f - previous);
+                previous = f;
+            }
+            if previous.is_finite() && end_s.is_finite() {
+                longest = longest.max(end_s - previous);
+            }
+            let mut label = format!(
+                "{} {}",
+                format!("{:?}", fault.action).to_lowercase(),
+                fault.target
+            );
+            if let Some(for_s) = fault.for_s {
+                label.push_str(&format!(" for {for_s} s"));
+            }
+            FaultImpact {
+                fault: label,
+                at_s,
+                done_s,
+                recovery_s: recovered.map(|i| t[i] - at_s),
+                refused,
+                longest_sse_gap_s: longest,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    out
 }
 
 /// Writes one CSV row a second; returns the peak lag.
@@ -688,7 +815,7 @@ async fn sample_loop(
     let mut csv = std::io::BufWriter::new(file);
     let mut header = "t_s,sent_per_s,accepted_per_s,errors_per_s,press_p50_ms,press_p99_ms,press_to_sse_p50_ms,press_to_sse_p99_ms,fanout_p99_ms,lag,batch_size_avg,db_write_ms_avg,sse_clients".to_owned();
     for c in components {
-        header.push_str(&format!(",{c}_cpu_pct,{c}_rss_kib"));
+        header.push_str(&format!(",{c}_cpu_pct,{c}_rss_kib,{c}_fds"));
     }
     let _ = writeln!(csv, "{header}");
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -753,6 +880,7 @@ async fn sample_loop(
             .unwrap_or(0.0);
 
         let mut usage = BTreeMap::new();
+        let mut fds = BTreeMap::new();
         let mut cpu_now = BTreeMap::new();
         let pids = driver.pids();
         for c in components {
@@ -761,6 +889,9 @@ async fn sample_loop(
             {
                 cpu_now.insert(c.to_owned(), cpu);
                 usage.insert(c.to_owned(), rss);
+                if let Some(n) = sample::tree_open_fds(pid) {
+                    fds.insert(c.to_owned(), n);
+                }
             }
         }
         let cpu_pct = sample::cpu_percent(&last_cpu, &cpu_now, 1.0);
@@ -784,9 +915,10 @@ async fn sample_loop(
         );
         for c in components {
             row.push_str(&format!(
-                ",{},{}",
+                ",{},{},{}",
                 cpu_pct.get(c).map_or(String::new(), |v| format!("{v:.1}")),
-                usage.get(c).map_or(String::new(), |v| v.to_string())
+                usage.get(c).map_or(String::new(), |v| v.to_string()),
+                fds.get(c).map_or(String::new(), |v| v.to_string())
             ));
         }
         let _ = writeln!(csv, "{row}");
@@ -957,9 +1089,10 @@ pub fn print_summary(s: &Summary, dir: &Path) {
     }
     let v = &s.verdict;
     println!(
-        "  exactly once: accepted {}, counted {}, lost {}, duplicated {}, last SSE frame {} -> {}",
+        "  exactly once: accepted {}, counted {} ({} stored without a 202), lost {}, duplicated {}, last SSE frame {} -> {}",
         v.accepted,
         v.counter_after - v.counter_before,
+        v.stored_without_202,
         v.lost,
         v.duplicated,
         v.sse_last_counter
@@ -973,6 +1106,18 @@ pub fn print_summary(s: &Summary, dir: &Path) {
             f.action,
             f.target,
             if f.ok { "" } else { &f.detail }
+        );
+    }
+    for i in &s.fault_impact {
+        println!(
+            "  {}: recovered {}, {} presses refused meanwhile, longest SSE gap {:.1} s",
+            i.fault,
+            i.recovery_s
+                .map_or("never (within the run)".to_owned(), |r| format!(
+                    "{r:.1} s after"
+                )),
+            i.refused,
+            i.longest_sse_gap_s
         );
     }
     for a in &s.asserts {

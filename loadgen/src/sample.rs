@@ -40,32 +40,51 @@ pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / 100.0, rss))
 }
 
+/// Open file descriptors of a process (sockets included).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// Open file descriptors of a process and its direct children.
+pub fn tree_open_fds(pid: u32) -> Option<u64> {
+    let mut total = open_fds(pid)?;
+    for child in children(pid) {
+        total += open_fds(child).unwrap_or(0);
+    }
+    Some(total)
+}
+
 /// CPU time and memory of a process and its direct children (PostgreSQL's
 /// backends are children of the postmaster).
 pub fn tree_usage(pid: u32) -> Option<(f64, u64)> {
     let (mut cpu, mut rss) = process_usage(pid)?;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid == Some(pid)
-            && let Some((c, r)) = process_usage(child)
-        {
+    for child in children(pid) {
+        if let Some((c, r)) = process_usage(child) {
             cpu += c;
             rss += r;
         }
     }
     Some((cpu, rss))
+}
+
+/// Processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// CPU use between two readings, per component, in percent of one core.
@@ -93,6 +112,13 @@ mod tests {
         let page = "# TYPE reducer_consumer_lag gauge\nreducer_consumer_lag{partition=\"0\"} 3\nreducer_consumer_lag{partition=\"1\"} 4\nreducer_consumer_lag_total 7\n";
         assert_eq!(metric_sum(page, "reducer_consumer_lag"), Some(7.0));
         assert_eq!(metric_sum(page, "absent"), None);
+    }
+
+    #[test]
+    fn counts_this_process_open_files() {
+        let before = open_fds(std::process::id()).expect("own process");
+        let _file = std::fs::File::open("/proc/self/stat").expect("a file");
+        assert!(open_fds(std::process::id()).expect("own process") > before);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct Config {
     /// A Redis publish gives up after this long (publishing is best effort).
     pub publish_timeout_ms: u64,
     pub db_max_connections: u32,
+    /// How many recent request ids are remembered to send a repeated one
+    /// to the dead-letter topic (0 = off; see `dedupe`).
+    pub dedupe_window: usize,
 }
 
 impl Default for Config {
@@ -84,6 +87,7 @@ impl Default for Config {
             backoff_max_ms: 5_000,
             publish_timeout_ms: 500,
             db_max_connections: 4,
+            dedupe_window: 100_000,
         }
     }
 }

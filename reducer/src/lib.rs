@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod dedupe;
 pub mod dlq;
 pub mod metrics;
 pub mod pipeline;
@@ -99,6 +100,7 @@ pub async fn run(
         }
     });
 
+    let config_window = config.dedupe_window;
     let reducer = pipeline::Reducer {
         config,
         pool,
@@ -108,6 +110,7 @@ pub async fn run(
         shared,
         dead_letters,
         published,
+        recent: std::sync::Mutex::new(dedupe::RecentIds::new(config_window)),
         persisted,
     };
     let outcome = reducer.run(shutdown).await;

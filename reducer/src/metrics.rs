@@ -6,13 +6,16 @@ use button_infra::metrics::{BATCH_RECORDS, Kind, Label, Metric, STAGE_SECONDS};
 /// Stages of a batch, in order.
 pub const STAGES: &[&str] = &["collect", "decode", "apply", "db", "publish", "commit"];
 
-/// Why a record went to the dead-letter topic (`DecodeError::code`).
+/// Why a record went to the dead-letter topic (`DecodeError::code`, or a
+/// request id seen lately).
 pub const DEAD_LETTER_REASONS: &[&str] = &[
     "empty_payload",
+    "too_large",
     "malformed_json",
     "unknown_version",
     "unknown_kind",
     "invalid_field",
+    "duplicate_request_id",
 ];
 
 const PARTITION: Label = Label {

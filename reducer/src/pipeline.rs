@@ -8,6 +8,7 @@
 
 use crate::Config;
 use crate::consumer::{self, ReducerConsumer, Shared};
+use crate::dedupe::RecentIds;
 use crate::dlq::{DeadLetters, Poison};
 use button_domain::{PressEvent, PressRecord, Ruleset, Snapshot, State, apply_batch, apply_tick};
 use button_store::{BatchInfo, Error as StoreError};
@@ -56,6 +57,9 @@ pub struct Reducer {
     pub shared: Arc<Shared>,
     pub dead_letters: DeadLetters,
     pub published: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Request ids applied lately (see [`crate::dedupe`]). Behind a lock
+    /// only because records borrow the consumer while they are taken.
+    pub recent: std::sync::Mutex<RecentIds>,
     /// The newest snapshot known to be in PostgreSQL.
     pub persisted: Snapshot,
 }
@@ -140,6 +144,12 @@ impl Reducer {
         Ok(())
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentIds> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn take(&self, batch: &mut Batch, message: &rdkafka::message::BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
         // Exactly once: never fold a record the database already has.
@@ -162,6 +172,15 @@ impl Reducer {
         let decode_started = Instant::now();
         let decoded = PressRecord::decode(message.payload());
         batch.decoding += decode_started.elapsed();
+        // (reason, detail) of a record that must not be counted.
+        let decoded = match decoded {
+            Ok(record) if !self.recent().first_time(&record.request_id) => Err((
+                "duplicate_request_id",
+                format!("request_id {} was applied already", record.request_id),
+            )),
+            Ok(record) => Ok(record),
+            Err(e) => Err((e.code(), e.to_string())),
+        };
         match decoded {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
@@ -172,13 +191,13 @@ impl Reducer {
                     offset,
                 });
             }
-            Err(e) => batch.poison.push(Poison {
+            Err((reason, detail)) => batch.poison.push(Poison {
                 partition,
                 offset,
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),
-                reason: e.code(),
-                detail: e.to_string(),
+                reason,
+                detail,
             }),
         }
     }
@@ -299,6 +318,7 @@ impl Reducer {
     /// Takes the newest snapshot from PostgreSQL and rewinds the consumer
     /// to its offsets.
     async fn reload(&mut self) -> Result<(), ReducerError> {
+        self.recent().clear();
         if let Some(latest) = button_store::latest_snapshot(&self.pool).await? {
             self.persisted = latest;
         }

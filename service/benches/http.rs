@@ -10,31 +10,11 @@ use button_service::{AppState, Config, app};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use tower::ServiceExt;
 
 fn state(runtime: &tokio::runtime::Runtime) -> AppState {
     let _guard = runtime.enter();
-    let config = Config::default();
-    let guards = button_service::guard::Guards::offline(&config).expect("guards off");
-    // Never connected: the press path does not touch PostgreSQL.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect_lazy(&config.database_url)
-        .expect("a lazy pool");
-    let (_tx, current) = tokio::sync::watch::channel(Arc::new(Snapshot::genesis("bench".into())));
-    AppState {
-        config: Arc::new(config),
-        producer: Arc::new(MemorySink::default()),
-        guards: Arc::new(guards),
-        pool,
-        current,
-        sse_clients: Arc::new(AtomicUsize::new(0)),
-        redis_up: Arc::new(AtomicBool::new(true)),
-        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-    }
+    AppState::detached(Config::default(), Arc::new(MemorySink::default())).expect("state")
 }
 
 fn press(c: &mut Criterion) {

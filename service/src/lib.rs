@@ -48,6 +48,32 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+impl AppState {
+    /// A state whose broker is `producer` and whose PostgreSQL and Redis
+    /// are never reached: the HTTP layer alone, for benchmarks and fuzzing.
+    /// Needs a Tokio runtime (the pool is created lazily inside it).
+    pub fn detached(config: Config, producer: Arc<dyn PressSink>) -> anyhow::Result<AppState> {
+        let guards = guard::Guards::offline(&config)?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy(&config.database_url)
+            .context("a lazy PostgreSQL pool")?;
+        let (_, current) = watch::channel(Arc::new(Snapshot::genesis(String::new())));
+        Ok(AppState {
+            config: Arc::new(config),
+            producer,
+            guards: Arc::new(guards),
+            pool,
+            current,
+            sse_clients: Arc::new(AtomicUsize::new(0)),
+            redis_up: Arc::new(AtomicBool::new(false)),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/events/press", post(routes::press::press))
