@@ -32,8 +32,11 @@ pub fn write(
     }
     writeln!(
         md,
-        "Scenario `{}`, {:.0} s of load, started {}. Machine and versions: `meta.json`; the resolved scenario: `scenario.toml`.\n",
-        s.scenario, s.load_s, s.started_at
+        "Scenario `{}`, {:.0} s of load, started {}; {}. Machine and versions: `meta.json`; the resolved scenario: `scenario.toml`.\n",
+        s.scenario,
+        s.load_s,
+        s.started_at,
+        s.guards.describe()
     )?;
     writeln!(
         md,

@@ -12,7 +12,7 @@ use button_domain::Snapshot;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use goose::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +82,8 @@ struct Shared {
     fault_windows: Mutex<Vec<(usize, Instant, Instant)>>,
     /// One press URL per service instance; each user keeps to one.
     press_urls: Vec<String>,
+    challenge_urls: Vec<String>,
+    guards: GuardsInfo,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,6 +150,44 @@ pub struct FaultEvent {
     pub detail: String,
 }
 
+/// Whether the service asked for proof of work and limited rates during
+/// the run, as its `/health` said at the start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GuardsInfo {
+    pub pow_difficulty: u32,
+    pub rate_limit_per_s: f64,
+    pub rate_limit_burst: u32,
+}
+
+impl GuardsInfo {
+    async fn of(service_url: &str) -> anyhow::Result<GuardsInfo> {
+        let health: serde_json::Value = reqwest::get(format!("{service_url}/health"))
+            .await
+            .with_context(|| format!("reading {service_url}/health"))?
+            .json()
+            .await
+            .context("/health is not JSON")?;
+        serde_json::from_value(health["guards"].clone())
+            .with_context(|| format!("/health has no usable `guards`: {health}"))
+    }
+
+    pub fn describe(&self) -> String {
+        let pow = match self.pow_difficulty {
+            0 => "proof of work off".to_owned(),
+            d => format!("proof of work {d} bits"),
+        };
+        let rate = if self.rate_limit_per_s > 0.0 {
+            format!(
+                "rate limit {}/s per client, burst {}",
+                self.rate_limit_per_s, self.rate_limit_burst
+            )
+        } else {
+            "rate limits off".to_owned()
+        };
+        format!("{pow}, {rate}")
+    }
+}
+
 /// What one scenario fault did to clients and how long the pipeline took
 /// to recover from it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -180,6 +220,7 @@ pub struct Summary {
     pub scenario: String,
     pub run: String,
     pub sweep_point: Option<BTreeMap<String, String>>,
+    pub guards: GuardsInfo,
     pub started_at: String,
     pub load_s: f64,
     pub sent: u64,
@@ -234,6 +275,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let reducer_url = endpoints.reducer_url.clone();
     let database_url = endpoints.database_url.clone();
     let broker_log = driver.broker_log().await;
+    let guards = GuardsInfo::of(&service_urls[0]).await?;
     let state_before = latest_in_db(&database_url).await?;
     let counter_before = state_before.as_ref().map_or(0, |s| s.counter);
     let offsets_before = state_before.map(|s| s.offsets).unwrap_or_default();
@@ -282,6 +324,11 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
             .iter()
             .map(|u| format!("{u}/v1/events/press"))
             .collect(),
+        challenge_urls: service_urls
+            .iter()
+            .map(|u| format!("{u}/v1/challenge"))
+            .collect(),
+        guards: guards.clone(),
     });
 
     // SSE listeners, spread over the service instances; the first one tracks.
@@ -404,6 +451,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         scenario: scenario.name.clone(),
         run: name.clone(),
         sweep_point: options.sweep_point.clone(),
+        guards: guards.clone(),
         started_at: started_at.clone(),
         load_s,
         sent,
@@ -556,6 +604,35 @@ fn attack(scenario: &Scenario, host: &str, shared: Arc<Shared>) -> anyhow::Resul
 
 use goose::goose::Scenario as Scenario_;
 
+/// `GET /v1/challenge`, solved: the body of a press with proof of work.
+/// An error is the code the failure is counted under.
+async fn solved_challenge(user: &mut GooseUser, url: &str) -> Result<serde_json::Value, String> {
+    let goose = user
+        .get(url)
+        .await
+        .map_err(|_| "challenge_transport".to_owned())?;
+    let response = goose
+        .response
+        .map_err(|_| "challenge_transport".to_owned())?;
+    if !response.status().is_success() {
+        return Err(format!("challenge_{}", response.status().as_u16()));
+    }
+    let mut challenge: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|_| "challenge_body".to_owned())?;
+    let id = challenge["challenge_id"]
+        .as_str()
+        .ok_or_else(|| "challenge_body".to_owned())?
+        .to_owned();
+    let difficulty = challenge["difficulty"].as_u64().unwrap_or(0) as u32;
+    let nonce = tokio::task::spawn_blocking(move || button_domain::pow::solve(&id, difficulty))
+        .await
+        .map_err(|_| "challenge_solve".to_owned())?;
+    challenge["nonce"] = serde_json::Value::String(nonce);
+    Ok(serde_json::json!({ "pow": challenge }))
+}
+
 async fn press_once(shared: &Shared, user: &mut GooseUser) {
     let start = *shared.start.get_or_init(Instant::now);
     let elapsed = start.elapsed();
@@ -584,12 +661,24 @@ async fn press_once(shared: &Shared, user: &mut GooseUser) {
     };
     shared.sent.fetch_add(1, Ordering::Relaxed);
     phase.sent.fetch_add(1, Ordering::Relaxed);
-    let answer = user
-        .post_json(
-            &shared.press_urls[user.weighted_users_index % shared.press_urls.len()],
-            &serde_json::json!({}),
-        )
-        .await;
+    let instance = user.weighted_users_index % shared.press_urls.len();
+    // With proof of work on, a press costs what it costs a real client:
+    // fetching a challenge and solving it count in its latency.
+    let body = if shared.guards.pow_difficulty > 0 {
+        solved_challenge(user, &shared.challenge_urls[instance]).await
+    } else {
+        Ok(serde_json::json!({}))
+    };
+    let answer = match body {
+        Ok(body) => user.post_json(&shared.press_urls[instance], &body).await,
+        Err(code) => {
+            let latency = due.elapsed();
+            shared.press.record(latency);
+            phase.press.record(latency);
+            shared.error(code);
+            return;
+        }
+    };
     let latency = due.elapsed();
     shared.press.record(latency);
     phase.press.record(latency);
@@ -1043,7 +1132,12 @@ pub fn print_summary(s: &Summary, dir: &Path) {
             p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
         )
     };
-    println!("\n{}  ({:.0} s of load)", s.run, s.load_s);
+    println!(
+        "\n{}  ({:.0} s of load; {})",
+        s.run,
+        s.load_s,
+        s.guards.describe()
+    );
     println!(
         "  sent {}  accepted {} ({:.1}/s)  errors {:?}  lag peak {}  drain {}",
         s.sent,

@@ -49,6 +49,12 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
             "status": if all { "ok" } else { "degraded" },
             "checks": { "postgres": word(postgres), "redis": word(redis), "broker": word(broker) },
             "state_id": app.current.borrow().id,
+            // What a load generator must know to press here.
+            "guards": {
+                "pow_difficulty": app.guards.pow.as_ref().map_or(0, |p| p.difficulty),
+                "rate_limit_per_s": app.guards.rate.map_or(0.0, |r| r.per_second),
+                "rate_limit_burst": app.guards.rate.map_or(0, |r| r.burst),
+            },
             "sse_clients": app.sse_clients.load(Ordering::Relaxed),
         })),
     )
