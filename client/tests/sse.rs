@@ -273,3 +273,89 @@ async fn clients_that_do_not_read_skip_states_instead_of_queueing_them() {
         "service RSS grew by {grown} KiB with 40 stalled clients ({before} → {after} KiB)"
     );
 }
+
+/// The status line of a streaming answer, without reading further.
+async fn status_line(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut buf))
+        .await
+        .expect("an answer within 30 s")
+        .expect("read");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_streams_past_the_cap_are_refused_and_leave_nothing_behind() {
+    init_test_logs();
+    let stack = Stack::start(StackConfig {
+        service_env: [("BUTTON_SSE_MAX_CLIENTS".to_owned(), "2500".to_owned())].into(),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let pid = stack.pid(Component::Service(0)).expect("service pid");
+    let port = stack.endpoints().service_ports[0];
+    let before = rss_kib(pid);
+
+    // 3,000 clients open a stream and never read past the status line.
+    let mut streams = Vec::new();
+    for _ in 0..3_000 {
+        streams.push(stalled_client(port).await);
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for s in &mut streams {
+        *statuses.entry(status_line(s).await).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get("HTTP/1.1 200"), Some(&2_500), "{statuses:?}");
+    assert_eq!(statuses.get("HTTP/1.1 503"), Some(&500), "{statuses:?}");
+
+    // The service still takes presses and serves a reading client.
+    let mut ledger = Ledger::default();
+    for answer in press_many(&api, 200, 16).await {
+        ledger.record(&answer.expect("presses go on beside 2,500 streams"));
+    }
+    let newest = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+    let health: serde_json::Value = api
+        .http()
+        .get(api.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["sse_clients"], 2_500, "{health}");
+    let during = rss_kib(pid);
+    let per_stream = during.saturating_sub(before) as f64 / 2_500.0;
+    eprintln!(
+        "service RSS {before} → {during} KiB with 2,500 open streams: {per_stream:.1} KiB each"
+    );
+    assert!(
+        per_stream < 64.0,
+        "{per_stream:.1} KiB per open stream ({before} → {during} KiB)"
+    );
+
+    // Every stream closed: the count goes back to zero, a new one is served.
+    drop(streams);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            let Ok(r) = api.http().get(api.url("/health")).send().await else {
+                return false;
+            };
+            r.json::<serde_json::Value>()
+                .await
+                .is_ok_and(|h| h["sse_clients"] == 0)
+        })
+        .await,
+        "closed streams are forgotten"
+    );
+    let mut reader = SseListener::connect(&api, None).await.expect("stream");
+    reader
+        .wait_for(Duration::from_secs(30), |s| s.id >= newest.id)
+        .await
+        .expect("a new client is served the newest state");
+}
