@@ -253,6 +253,7 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     sections.insert("spike", spike_section(&runs));
     sections.insert("faults", faults_section(&runs));
     sections.insert("fault-matrix", fault_matrix(&runs));
+    sections.insert("soak", soak_section(&runs, experiments));
     sections.insert("sweep", sweep_section(&sweeps));
     let mut text =
         std::fs::read_to_string(scale).with_context(|| format!("reading {}", scale.display()))?;
@@ -448,6 +449,71 @@ fn faults_section(runs: &[(String, Value, Value)]) -> String {
     } else {
         md
     }
+}
+
+/// The newest `soak` run: memory and open files of every process at the
+/// start, the middle and the end, from its per-second samples.
+fn soak_section(runs: &[(String, Value, Value)], experiments: &Path) -> String {
+    let Some((name, s, _)) = latest(runs, |s| {
+        s.get("scenario").and_then(Value::as_str) == Some("soak")
+    }) else {
+        return "No soak run stored yet.\n".to_owned();
+    };
+    let rows = crate::report::read_timeseries(&experiments.join(name).join("timeseries.csv"));
+    let t = rows.get("t_s").cloned().unwrap_or_default();
+    // The mean over one minute from `from_s`, skipping empty samples.
+    let minute = |column: &str, from_s: f64| -> String {
+        let Some(values) = rows.get(column) else {
+            return "-".to_owned();
+        };
+        let picked: Vec<f64> = t
+            .iter()
+            .zip(values)
+            .filter(|(t, v)| **t > from_s && **t <= from_s + 60.0 && v.is_finite())
+            .map(|(_, v)| *v)
+            .collect();
+        if picked.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.0}", picked.iter().sum::<f64>() / picked.len() as f64)
+        }
+    };
+    let end = t.last().copied().unwrap_or(0.0);
+    let marks = [60.0, (end / 2.0).floor(), (end - 60.0).max(0.0)];
+    let mut md = format!(
+        "From `{name}`: {} s at {} presses/s; sent {}, accepted {}, errors {}, lost {}, duplicated {}; verdict **{}**; press p99 {} ms, press-to-SSE p99 {} ms.\n\n\
+         Means over one minute, after minute 1, in the middle and in the last minute:\n\n\
+         | process | RSS KiB | | | open files | | |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        num(s, "/load_s"),
+        num(s, "/phases/0/rate"),
+        num(s, "/sent"),
+        num(s, "/accepted"),
+        s["errors"]
+            .as_object()
+            .map_or(0, |e| e.values().filter_map(Value::as_u64).sum::<u64>()),
+        num(s, "/verdict/lost"),
+        num(s, "/verdict/duplicated"),
+        verdict(s),
+        num(s, "/press_latency/p99_ms"),
+        num(s, "/press_to_sse/p99_ms"),
+    );
+    for process in ["service-0", "reducer", "broker", "postgres", "redis"] {
+        let rss: Vec<String> = marks
+            .iter()
+            .map(|&m| minute(&format!("{process}_rss_kib"), m))
+            .collect();
+        let fds: Vec<String> = marks
+            .iter()
+            .map(|&m| minute(&format!("{process}_fds"), m))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {process} | {} | {} |",
+            rss.join(" | "),
+            fds.join(" | ")
+        );
+    }
+    md
 }
 
 /// The newest run of every `fault-*` scenario, one row per fault.

@@ -76,6 +76,10 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", get(routes::web::index))
+        .route("/assets/app.js", get(routes::web::app))
+        .route("/assets/pow-worker.js", get(routes::web::worker))
+        .route("/assets/style.css", get(routes::web::style))
         .route("/v1/events/press", post(routes::press::press))
         .route("/v1/challenge", get(routes::press::challenge))
         .route("/v1/states/current", get(routes::states::current))

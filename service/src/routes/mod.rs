@@ -3,3 +3,4 @@
 pub mod health;
 pub mod press;
 pub mod states;
+pub mod web;
