@@ -2,6 +2,8 @@
 //! SSE listener over TCP, and a ledger of accepted presses that says when
 //! a state covers all of them.
 
+pub mod browser;
+
 use button_domain::Snapshot;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;

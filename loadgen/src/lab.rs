@@ -611,3 +611,97 @@ fn sweep_section(sweeps: &[(String, Value)]) -> String {
         sweep_table(&results)
     )
 }
+
+/// A page around Markdown rendered to HTML: no script, no remote resource;
+/// images stay relative, so a page sits beside the SVGs it shows.
+fn page(title: &str, markdown: &str, back: Option<&str>) -> String {
+    use pulldown_cmark::{Options, Parser, html};
+    let mut body = String::new();
+    html::push_html(&mut body, Parser::new_ext(markdown, Options::ENABLE_TABLES));
+    let back = back.map_or(String::new(), |href| {
+        format!("<p><a href=\"{href}\">← all runs</a></p>\n")
+    });
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{PAGE_STYLE}</style>\n</head>\n<body>\n<main>\n{back}{body}</main>\n</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1b1f23;background:#fafbfc}\
+main{max-width:72rem;margin:0 auto;padding:1rem 1.5rem 3rem}\
+table{border-collapse:collapse;margin:1rem 0;font-variant-numeric:tabular-nums}\
+th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}\
+th:first-child,td:first-child{text-align:left}\
+img{max-width:100%;height:auto;background:#fff;border:1px solid #d0d7de;margin:.5rem 0}\
+code{font-size:.9em}";
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `report.html` beside every run's `report.md`, `sweep.html` beside every
+/// sweep's `sweep.md`, and `index.html` in `experiments` linking them.
+pub fn html_pages(experiments: &Path) -> anyhow::Result<()> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(experiments)
+        .with_context(|| format!("reading {}", experiments.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut index = String::from(
+        "# Stored runs\n\nEvery run and sweep under `experiments/`, newest last. Regenerate with `loadgen report --html`.\n\n| run | scenario | accepted/s | press p99 ms | press to SSE p99 ms | verdict |\n|---|---|---:|---:|---:|---|\n",
+    );
+    let mut pages = 0;
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        for (markdown, html) in [("report.md", "report.html"), ("sweep.md", "sweep.html")] {
+            let Ok(text) = std::fs::read_to_string(dir.join(markdown)) else {
+                continue;
+            };
+            std::fs::write(dir.join(html), page(&name, &text, Some("../index.html")))?;
+            pages += 1;
+            let summary = if markdown == "report.md" {
+                load_summary(&dir).ok()
+            } else {
+                None
+            };
+            let _ = writeln!(
+                index,
+                "| [{name}]({name}/{html}) | {} | {} | {} | {} | {} |",
+                summary
+                    .as_ref()
+                    .and_then(|s| s["scenario"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "sweep".to_owned()),
+                summary
+                    .as_ref()
+                    .map_or("-".to_owned(), |s| num(s, "/accepted_per_s")),
+                summary
+                    .as_ref()
+                    .map_or("-".to_owned(), |s| num(s, "/press_latency/p99_ms")),
+                summary
+                    .as_ref()
+                    .map_or("-".to_owned(), |s| num(s, "/press_to_sse/p99_ms")),
+                summary.as_ref().map_or("-", verdict),
+            );
+        }
+    }
+    std::fs::write(
+        experiments.join("index.html"),
+        page("The Button lab: stored runs", &index, None),
+    )?;
+    println!(
+        "{} pages and {} written",
+        pages,
+        experiments.join("index.html").display()
+    );
+    Ok(())
+}

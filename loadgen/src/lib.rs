@@ -72,6 +72,10 @@ pub enum Command {
         experiments: std::path::PathBuf,
         #[arg(long, default_value = "SCALE.md")]
         scale: std::path::PathBuf,
+        /// Also write every run's and sweep's report as an HTML page beside
+        /// it, and `index.html` listing them, for a browser (no network).
+        #[arg(long)]
+        html: bool,
     },
     /// A burst of presses through a fresh local stack: press latency, time
     /// to drain, exactly-once verdict; stored under experiments/.
@@ -198,7 +202,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Compare { a, b, experiments } => lab::compare(&a, &b, &experiments),
-        Command::Report { experiments, scale } => lab::report(&experiments, &scale),
+        Command::Report {
+            experiments,
+            scale,
+            html,
+        } => {
+            lab::report(&experiments, &scale)?;
+            if html {
+                lab::html_pages(&experiments)?;
+            }
+            Ok(())
+        }
         Command::Probe {
             storage,
             partitions,
