@@ -73,6 +73,9 @@ async fn a_press_on_one_page_shows_on_another() {
         .await
         .expect("Enter");
     wait_text(&b, "counter", "2", Duration::from_secs(10)).await;
+    // Loopback has no country; the list is read every 5 s.
+    wait_text(&b, "countries", "unknown: 2", Duration::from_secs(15)).await;
+    wait_text(&a, "countries", "unknown: 2", Duration::from_secs(15)).await;
 
     let shot = a.screenshot().await.expect("screenshot");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");

@@ -12,6 +12,8 @@ use serde_json::json;
 use std::time::Duration;
 
 const ADDRESS: &str = "203.0.113.77";
+/// A public address the country database places in the United States.
+const PUBLIC: &str = "8.8.8.8";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_address_reaches_the_database_the_topic_redis_or_the_logs() {
@@ -45,6 +47,15 @@ async fn no_client_address_reaches_the_database_the_topic_redis_or_the_logs() {
         assert_eq!(answer.status, 202, "{:?}", answer.body);
         ledger.record(&serde_json::from_value(answer.body).expect("accepted"));
     }
+    // From a public address: its country is counted, the address is not kept.
+    for _ in 0..3 {
+        let answer = api
+            .press_raw(&json!({}), &[("x-forwarded-for", PUBLIC)])
+            .await
+            .expect("answer");
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+        ledger.record(&serde_json::from_value(answer.body).expect("accepted"));
+    }
     // A refused request too: errors are logged.
     let refused = api
         .press_raw(&json!({"client": ADDRESS}), &forwarded)
@@ -54,6 +65,22 @@ async fn no_client_address_reaches_the_database_the_topic_redis_or_the_logs() {
     wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
         .await
         .expect("persisted");
+
+    // Countries: the documentation address has none, the public one is US.
+    let countries: serde_json::Value = api
+        .http()
+        .get(api.url("/v1/countries"))
+        .send()
+        .await
+        .expect("countries")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        countries["countries"],
+        json!([{"country": "unknown", "presses": 20}, {"country": "US", "presses": 3}]),
+        "{countries}"
+    );
 
     // The database, dumped whole.
     let pg_dump = std::fs::read_dir("/usr/lib/postgresql")
@@ -78,6 +105,7 @@ async fn no_client_address_reaches_the_database_the_topic_redis_or_the_logs() {
     let consumer = common::topic_reader(&stack.brokers(), "press_button", 0);
     let mut topic = Vec::new();
     let mut pseudonyms = std::collections::BTreeSet::new();
+    let mut countries_on_topic = std::collections::BTreeMap::new();
     for _ in 0..ledger.accepted {
         let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
             .await
@@ -94,12 +122,15 @@ async fn no_client_address_reaches_the_database_the_topic_redis_or_the_logs() {
         let record: serde_json::Value =
             serde_json::from_slice(m.payload().expect("payload")).expect("JSON");
         pseudonyms.insert(record["client"].as_str().expect("client").to_owned());
+        *countries_on_topic
+            .entry(record["country"].as_str().expect("country").to_owned())
+            .or_insert(0) += 1;
     }
     let topic = String::from_utf8_lossy(&topic).into_owned();
     assert_eq!(
         pseudonyms.len(),
-        1,
-        "one address, one pseudonym: {pseudonyms:?}"
+        2,
+        "two addresses, two pseudonyms: {pseudonyms:?}"
     );
     let pseudonym = pseudonyms.into_iter().next().expect("one");
     assert!(

@@ -19,6 +19,10 @@ pub struct PressRecord {
     pub kind: String,
     pub client: String,
     pub accepted_at_ms: i64,
+    /// ISO 3166 alpha-2 code of the client's country, or `unknown`; absent
+    /// in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// Why a record could not be folded. [`DecodeError::code`] is the stable
@@ -64,7 +68,13 @@ impl PressRecord {
             kind: "press".to_owned(),
             client,
             accepted_at_ms,
+            country: None,
         }
+    }
+
+    pub fn with_country(mut self, country: String) -> Self {
+        self.country = Some(country);
+        self
     }
 
     pub fn encode(&self) -> Vec<u8> {

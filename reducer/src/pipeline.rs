@@ -15,6 +15,7 @@ use button_store::{BatchInfo, Error as StoreError};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -35,6 +36,8 @@ pub enum ReducerError {
 #[derive(Default)]
 struct Batch {
     presses: Vec<PressEvent>,
+    /// Presses per country (see `migrations/0003_country_counts.sql`).
+    countries: BTreeMap<String, u64>,
     poison: Vec<Poison>,
     first_event_ms: Option<i64>,
     last_event_ms: Option<i64>,
@@ -185,6 +188,7 @@ impl Reducer {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
                 batch.last_event_ms = Some(record.accepted_at_ms);
+                *batch.countries.entry(country_of(&record)).or_insert(0) += 1;
                 batch.presses.push(PressEvent {
                     accepted_at_ms: record.accepted_at_ms,
                     partition,
@@ -220,7 +224,8 @@ impl Reducer {
             last_event_ms: batch.last_event_ms,
         };
         metrics::histogram!("reducer_batch_size").record(batch.len() as f64);
-        self.write(state, info, &batch.poison).await
+        self.write(state, info, &batch.poison, &batch.countries)
+            .await
     }
 
     async fn tick_if_due(&mut self) -> Result<(), ReducerError> {
@@ -230,7 +235,10 @@ impl Reducer {
             return Ok(());
         }
         let ticked = apply_tick(state, now, &self.rules);
-        if self.write(ticked, BatchInfo::default(), &[]).await? {
+        if self
+            .write(ticked, BatchInfo::default(), &[], &BTreeMap::new())
+            .await?
+        {
             metrics::counter!("reducer_ticks_total").increment(1);
         }
         Ok(())
@@ -243,13 +251,14 @@ impl Reducer {
         state: State,
         info: BatchInfo,
         poison: &[Poison],
+        countries: &BTreeMap<String, u64>,
     ) -> Result<bool, ReducerError> {
         let mut delay = Duration::from_millis(self.config.backoff_initial_ms);
         let max_delay = Duration::from_millis(self.config.backoff_max_ms);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.try_write(&state, info, poison).await;
+            let outcome = self.try_write(&state, info, poison, countries).await;
             match outcome {
                 Ok(snapshot) => {
                     self.persisted = snapshot.clone();
@@ -292,6 +301,7 @@ impl Reducer {
         state: &State,
         info: BatchInfo,
         poison: &[Poison],
+        countries: &BTreeMap<String, u64>,
     ) -> Result<Snapshot, WriteError> {
         if !poison.is_empty() {
             self.dead_letters
@@ -309,6 +319,7 @@ impl Reducer {
             info,
         )
         .await?;
+        button_store::add_country_counts(&mut tx, countries).await?;
         tx.commit().await.map_err(StoreError::from)?;
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db")
             .record(started.elapsed().as_secs_f64());
@@ -351,6 +362,15 @@ impl Reducer {
             metrics::gauge!("reducer_consumer_lag", "partition" => partition.to_string())
                 .set(value as f64);
         }
+    }
+}
+
+/// The record's country as the table takes it: two capital letters, or
+/// `unknown` (absent in older records, or not a code).
+fn country_of(record: &PressRecord) -> String {
+    match record.country.as_deref() {
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => c.to_owned(),
+        _ => "unknown".to_owned(),
     }
 }
 

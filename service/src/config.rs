@@ -52,6 +52,9 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// How long an Idempotency-Key's first answer is kept.
     pub idempotency_ttl_ms: u64,
+    /// The country database (MMDB); empty or missing = every country
+    /// `unknown`.
+    pub geoip_db: String,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             rate_limit_per_s: 0.0,
             rate_limit_burst: 20,
             idempotency_ttl_ms: 86_400_000,
+            geoip_db: "/usr/local/share/button-lab/geo-whois-asn-country.mmdb".to_owned(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("{0} cannot be checked now (Redis unreachable)")]
     GuardUnavailable(&'static str),
+    #[error("the database is unavailable: {0}")]
+    DatabaseUnavailable(String),
 }
 
 impl ApiError {
@@ -68,7 +70,8 @@ impl ApiError {
             | ApiError::QueueFull
             | ApiError::TooManyClients { .. }
             | ApiError::ShuttingDown
-            | ApiError::GuardUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::GuardUnavailable(_)
+            | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::GuardUnavailable("pow") => "pow_unavailable",
             ApiError::GuardUnavailable(_) => "idempotency_unavailable",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
         }
     }
 }

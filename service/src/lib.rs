@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod geo;
 pub mod guard;
 pub mod metrics;
 pub mod producer;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub producer: Arc<dyn PressSink>,
     pub guards: Arc<guard::Guards>,
+    pub geo: Arc<geo::Geo>,
     pub pool: PgPool,
     pub current: feed::Current,
     pub sse_clients: Arc<AtomicUsize>,
@@ -62,6 +64,7 @@ impl AppState {
             config: Arc::new(config),
             producer,
             guards: Arc::new(guards),
+            geo: Arc::new(geo::Geo::open("")),
             pool,
             current,
             sse_clients: Arc::new(AtomicUsize::new(0)),
@@ -82,6 +85,7 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/style.css", get(routes::web::style))
         .route("/v1/events/press", post(routes::press::press))
         .route("/v1/challenge", get(routes::press::challenge))
+        .route("/v1/countries", get(routes::states::countries))
         .route("/v1/states/current", get(routes::states::current))
         .route("/v1/states/stream", get(routes::states::stream))
         .route("/health", get(routes::health::health))
@@ -167,10 +171,12 @@ pub async fn serve(
     ));
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let geoip_db = config.geoip_db.clone();
     let state = AppState {
         config: Arc::new(config),
         producer: Arc::new(producer),
         guards: Arc::new(guards),
+        geo: Arc::new(geo::Geo::open(&geoip_db)),
         pool,
         current,
         sse_clients: Arc::new(AtomicUsize::new(0)),

@@ -28,6 +28,7 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_idempotency_key",
     "idempotency_in_progress",
     "idempotency_unavailable",
+    "database_unavailable",
 ];
 
 pub const METRICS: &[Metric] = &[

@@ -112,6 +112,29 @@ async function press() {
   }
 }
 
+// Countries are counted by the reducer beside the states, not in them:
+// read every few seconds.
+async function countries() {
+  try {
+    const response = await fetch("/v1/countries", { cache: "no-store" });
+    if (!response.ok) return;
+    const { countries } = await response.json();
+    const list = $("countries");
+    list.replaceChildren(
+      ...countries.map(({ country, presses }) => {
+        const item = document.createElement("li");
+        item.textContent = `${country === "unknown" ? "unknown" : country}: ${presses.toLocaleString("en")}`;
+        return item;
+      }),
+    );
+    if (!countries.length) list.replaceChildren(Object.assign(document.createElement("li"), { textContent: "none yet" }));
+  } catch {
+    // The next round will try again.
+  }
+}
+setInterval(countries, 5000);
+countries();
+
 button.addEventListener("click", press);
 fetch("/v1/states/current").then((r) => (r.ok ? r.json() : null)).then((s) => s && show(s)).catch(() => {});
 connect();

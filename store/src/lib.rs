@@ -130,6 +130,35 @@ pub struct BatchInfo {
     pub last_event_ms: Option<i64>,
 }
 
+/// Adds a batch's presses per country inside `tx` (the snapshot's
+/// transaction, so they count exactly once).
+pub async fn add_country_counts(
+    tx: &mut Transaction<'_, Postgres>,
+    counts: &std::collections::BTreeMap<String, u64>,
+) -> Result<(), Error> {
+    for (country, presses) in counts {
+        sqlx::query(
+            "INSERT INTO country_counts (country, presses) VALUES ($1, $2)
+             ON CONFLICT (country) DO UPDATE SET presses = country_counts.presses + EXCLUDED.presses",
+        )
+        .bind(country)
+        .bind(*presses as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The `n` countries with the most presses, most first.
+pub async fn top_countries(pool: &PgPool, n: i64) -> Result<Vec<(String, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT country, presses FROM country_counts ORDER BY presses DESC, country LIMIT $1",
+    )
+    .bind(n)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Appends `state` as the child of `parent_id` inside `tx`. Fails with
 /// [`Error::Conflict`] when another snapshot already has that parent.
 pub async fn append_snapshot(

@@ -40,14 +40,17 @@ pub async fn press(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let client = app
+    let address = app
         .guards
         .identity
-        .of(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+        .address(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+    let client = app.guards.identity.pseudonym(address);
+    // Only the country leaves this function; the address does not.
+    let country = app.geo.country(address);
     let rate = app.guards.check_rate(&client).await;
     let answer = match rate {
         Some(decision) if !decision.allowed => Err(ApiError::RateLimited(decision)),
-        _ => accept(&app, &client, &headers, body).await,
+        _ => accept(&app, &client, &country, &headers, body).await,
     };
     let (outcome, status) = match &answer {
         Ok(_) => ("accepted", StatusCode::ACCEPTED),
@@ -85,6 +88,7 @@ enum Answer {
 async fn accept(
     app: &AppState,
     client: &str,
+    country: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
@@ -108,7 +112,7 @@ async fn accept(
             Reservation::Reserved(slot) => Some(slot),
         },
     };
-    let produced = produce(app, client, request.pow.as_ref()).await;
+    let produced = produce(app, client, country, request.pow.as_ref()).await;
     if let Some(slot) = &slot {
         let json = produced
             .as_ref()
@@ -122,12 +126,14 @@ async fn accept(
 async fn produce(
     app: &AppState,
     client: &str,
+    country: &str,
     pow: Option<&Challenge>,
 ) -> Result<PressAccepted, ApiError> {
     app.guards.check_pow(pow, client, now_ms()).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let accepted_at_ms = now_ms();
-    let record = PressRecord::new(request_id.clone(), client.to_owned(), accepted_at_ms);
+    let record = PressRecord::new(request_id.clone(), client.to_owned(), accepted_at_ms)
+        .with_country(country.to_owned());
     let stored = app.producer.send(&request_id, &record.encode()).await?;
     Ok(PressAccepted {
         request_id,

@@ -14,6 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// `GET /v1/countries`: the ten countries with the most presses.
+pub async fn countries(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let top = button_store::top_countries(&app.pool, 10)
+        .await
+        .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?;
+    let countries: Vec<serde_json::Value> = top
+        .into_iter()
+        .map(|(country, presses)| serde_json::json!({ "country": country, "presses": presses }))
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "countries": countries })).into_response())
+}
+
 /// The newest state, from memory. `ETag` is the state id.
 pub async fn current(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let snapshot = app.current.borrow().clone();
