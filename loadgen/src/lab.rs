@@ -202,22 +202,131 @@ const COMPARED: &[(&str, &str)] = &[
     ("duplicated", "/verdict/duplicated"),
 ];
 
-pub fn compare(a: &str, b: &str, experiments: &Path) -> anyhow::Result<()> {
-    let (da, db) = (run_dir(a, experiments), run_dir(b, experiments));
-    let (sa, sb) = (load_summary(&da)?, load_summary(&db)?);
-    println!("A: {}\nB: {}\n", da.display(), db.display());
-    println!("{:<18} {:>12} {:>12} {:>8}", "", "A", "B", "B/A");
-    for (label, pointer) in COMPARED {
-        let va = sa.pointer(pointer).and_then(Value::as_f64);
-        let vb = sb.pointer(pointer).and_then(Value::as_f64);
-        let ratio = match (va, vb) {
-            (Some(x), Some(y)) if x != 0.0 => format!("{:.2}", y / x),
-            _ => "-".to_owned(),
-        };
-        let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
-        println!("{label:<18} {:>12} {:>12} {:>8}", show(va), show(vb), ratio);
+/// The compared runs' summaries: (folder name, summary).
+fn load_runs(runs: &[String], experiments: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+    runs.iter()
+        .map(|r| {
+            let dir = run_dir(r, experiments);
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(r)
+                .to_owned();
+            Ok((name, load_summary(&dir)?))
+        })
+        .collect()
+}
+
+/// The comparison as rows: label, then one value per run, then each
+/// run's ratio to the first.
+fn compare_rows(loaded: &[(String, Value)]) -> Vec<(String, Vec<String>, Vec<String>)> {
+    COMPARED
+        .iter()
+        .map(|(label, pointer)| {
+            let values: Vec<Option<f64>> = loaded
+                .iter()
+                .map(|(_, s)| s.pointer(pointer).and_then(Value::as_f64))
+                .collect();
+            let shown = values
+                .iter()
+                .map(|v| v.map_or("-".to_owned(), |v| format!("{v:.3}")))
+                .collect();
+            let ratios = values[1..]
+                .iter()
+                .map(|v| match (values[0], v) {
+                    (Some(x), Some(y)) if x != 0.0 => format!("{:.2}", y / x),
+                    _ => "-".to_owned(),
+                })
+                .collect();
+            ((*label).to_owned(), shown, ratios)
+        })
+        .collect()
+}
+
+pub fn compare(runs: &[String], experiments: &Path) -> anyhow::Result<()> {
+    let loaded = load_runs(runs, experiments)?;
+    for (i, (name, _)) in loaded.iter().enumerate() {
+        println!("{}: {name}", (b'A' + i as u8) as char);
+    }
+    let letters: Vec<char> = (0..loaded.len())
+        .map(|i| (b'A' + i as u8) as char)
+        .collect();
+    let mut header = format!("\n{:<18}", "");
+    for l in &letters {
+        header.push_str(&format!(" {l:>12}"));
+    }
+    for l in &letters[1..] {
+        header.push_str(&format!(" {:>8}", format!("{l}/A")));
+    }
+    println!("{header}");
+    for (label, values, ratios) in compare_rows(&loaded) {
+        let mut line = format!("{label:<18}");
+        for v in values {
+            line.push_str(&format!(" {v:>12}"));
+        }
+        for r in ratios {
+            line.push_str(&format!(" {r:>8}"));
+        }
+        println!("{line}");
     }
     Ok(())
+}
+
+/// Writes `experiments/<file>`: the comparison table and every run's
+/// charts side by side.
+pub fn compare_page(runs: &[String], experiments: &Path, file: &str) -> anyhow::Result<PathBuf> {
+    let loaded = load_runs(runs, experiments)?;
+    let mut md = String::from("# Runs side by side\n\n");
+    for (i, (name, s)) in loaded.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "- {}: [`{name}`]({name}/report.html), scenario `{}`",
+            (b'A' + i as u8) as char,
+            s["scenario"].as_str().unwrap_or("?")
+        );
+    }
+    md.push_str("\n| |");
+    for i in 0..loaded.len() {
+        md.push_str(&format!(" {} |", (b'A' + i as u8) as char));
+    }
+    for i in 1..loaded.len() {
+        md.push_str(&format!(" {}/A |", (b'A' + i as u8) as char));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---:|".repeat(2 * loaded.len() - 1));
+    md.push('\n');
+    for (label, values, ratios) in compare_rows(&loaded) {
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} |",
+            values.join(" | "),
+            ratios.join(" | ")
+        );
+    }
+    for chart in ["latency.svg", "timeline.svg", "lag.svg"] {
+        md.push_str("\n| ");
+        md.push_str(
+            &loaded
+                .iter()
+                .map(|(n, _)| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+        );
+        md.push_str(" |\n|");
+        md.push_str(&"---|".repeat(loaded.len()));
+        md.push_str("\n| ");
+        md.push_str(
+            &loaded
+                .iter()
+                .map(|(n, _)| format!("![{chart}]({n}/{chart})"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+        );
+        md.push_str(" |\n");
+    }
+    let path = experiments.join(file);
+    std::fs::write(&path, page("Runs side by side", &md, Some("index.html")))?;
+    Ok(path)
 }
 
 /// Regenerates the generated sections of SCALE.md (between

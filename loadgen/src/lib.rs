@@ -61,10 +61,16 @@ pub enum Command {
     },
     /// Two stored runs side by side (folder names under experiments/ or paths).
     Compare {
-        a: String,
-        b: String,
+        /// Two or more runs; ratios are to the first.
+        #[arg(num_args = 2.., required = true)]
+        runs: Vec<String>,
         #[arg(long, default_value = "experiments")]
         experiments: std::path::PathBuf,
+        /// Also write the comparison, with every run's charts side by
+        /// side, as an HTML page (in the experiments folder, so the charts'
+        /// paths resolve), e.g. `--html compare.html`.
+        #[arg(long)]
+        html: Option<String>,
     },
     /// Regenerates SCALE.md's result sections from experiments/.
     Report {
@@ -201,7 +207,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Compare { a, b, experiments } => lab::compare(&a, &b, &experiments),
+        Command::Compare {
+            runs,
+            experiments,
+            html,
+        } => {
+            lab::compare(&runs, &experiments)?;
+            if let Some(name) = html {
+                let page = lab::compare_page(&runs, &experiments, &name)?;
+                println!("\n{} written", page.display());
+            }
+            Ok(())
+        }
         Command::Report {
             experiments,
             scale,

@@ -20,10 +20,18 @@ fn copy_run(name: &str, to: &Path) {
 async fn run_and_sweep_pages_render_their_charts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = "2026-11-22T090157Z-fault-reducer-kill";
+    let other = "2026-11-22T090325Z-fault-postgres-restart";
     let sweep = "2026-11-22T071819Z-sweep-sweep";
-    copy_run(run, dir.path());
-    copy_run(sweep, dir.path());
+    for name in [run, other, sweep] {
+        copy_run(name, dir.path());
+    }
     loadgen::lab::html_pages(dir.path()).expect("pages written");
+    loadgen::lab::compare_page(
+        &[run.to_owned(), other.to_owned()],
+        dir.path(),
+        "compare.html",
+    )
+    .expect("compare page written");
 
     let driver = Driver::start().await;
     let browser = driver.browser().await;
@@ -32,6 +40,7 @@ async fn run_and_sweep_pages_render_their_charts() {
     for (page, charts) in [
         (format!("{run}/report.html"), 3),
         (format!("{sweep}/sweep.html"), 1),
+        ("compare.html".to_owned(), 6),
         ("index.html".to_owned(), 0),
     ] {
         let url = format!("file://{}", dir.path().join(&page).display());
@@ -61,6 +70,6 @@ async fn run_and_sweep_pages_render_their_charts() {
         )
         .await
         .expect("script");
-    assert_eq!(links, 2, "the index links both pages");
+    assert_eq!(links, 3, "the index links every page");
     browser.close().await.expect("close");
 }
