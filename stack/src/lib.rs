@@ -524,11 +524,16 @@ impl Stack {
             }
             let proc = self.proc_mut(component)?;
             if let Some(code) = proc.exited() {
+                // The folder goes with the failed stack: say why here.
+                let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 return Err(Error::Component {
                     component,
                     message: format!(
-                        "exited with {code:?} while starting; log: {}",
-                        proc.log().display()
+                        "exited with {code:?} while starting; last lines of {}:\n{}",
+                        proc.log().display(),
+                        tail.join("\n")
                     ),
                 });
             }
@@ -613,7 +618,26 @@ impl Drop for Stack {
     }
 }
 
+/// A port that is free now, chosen below the kernel's ephemeral range: a
+/// port the kernel handed out (port 0) can be taken again as the local port
+/// of any outgoing connection before the component binds it, which tests
+/// opening thousands of connections made happen.
 fn free_port() -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    for _ in 0..200 {
+        // RandomState is seeded per instance: a cheap random number.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = low + (h.finish() % u64::from(high - low)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
