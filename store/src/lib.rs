@@ -136,16 +136,21 @@ pub async fn add_country_counts(
     tx: &mut Transaction<'_, Postgres>,
     counts: &std::collections::BTreeMap<String, u64>,
 ) -> Result<(), Error> {
-    for (country, presses) in counts {
-        sqlx::query(
-            "INSERT INTO country_counts (country, presses) VALUES ($1, $2)
-             ON CONFLICT (country) DO UPDATE SET presses = country_counts.presses + EXCLUDED.presses",
-        )
-        .bind(country)
-        .bind(*presses as i64)
-        .execute(&mut **tx)
-        .await?;
+    if counts.is_empty() {
+        return Ok(());
     }
+    // One statement per batch, whatever the number of countries in it.
+    let (countries, presses): (Vec<&str>, Vec<i64>) =
+        counts.iter().map(|(c, n)| (c.as_str(), *n as i64)).unzip();
+    sqlx::query(
+        "INSERT INTO country_counts (country, presses)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[])
+         ON CONFLICT (country) DO UPDATE SET presses = country_counts.presses + EXCLUDED.presses",
+    )
+    .bind(countries)
+    .bind(presses)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
