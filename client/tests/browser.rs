@@ -89,13 +89,10 @@ async fn a_press_on_one_page_shows_on_another() {
 async fn a_page_solves_the_proof_of_work_and_its_press_counts() {
     init_test_logs();
     let stack = Stack::start(StackConfig {
-        service_env: [
+        service_env: button_stack::env(&[
             ("BUTTON_POW_DIFFICULTY", "12"),
             ("BUTTON_SECRET", "browser-test-secret-0123"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
+        ]),
         ..StackConfig::default()
     })
     .await

@@ -53,10 +53,7 @@ impl Presser {
 async fn stack(reducer_env: &[(&str, &str)]) -> Stack {
     Stack::start(StackConfig {
         partitions: 2,
-        reducer_env: reducer_env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        reducer_env: button_stack::env(reducer_env),
         ..StackConfig::default()
     })
     .await

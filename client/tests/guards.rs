@@ -11,10 +11,7 @@ use std::time::Duration;
 const SECRET: &str = "test-secret-0123456789abcdef";
 
 async fn stack(env: &[(&str, &str)]) -> Stack {
-    let mut service_env: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut service_env = button_stack::env(env);
     service_env.insert("BUTTON_SECRET".into(), SECRET.into());
     Stack::start(StackConfig {
         reducer: false,

@@ -21,15 +21,12 @@ async fn no_client_address_reaches_the_database_the_topic_redis_or_the_logs() {
     let stack = Stack::start(StackConfig {
         // Everything the binaries can say, said.
         log_filter: "debug".to_owned(),
-        service_env: [
+        service_env: button_stack::env(&[
             ("BUTTON_TRUST_FORWARDED_FOR", "true"),
             ("BUTTON_SECRET", "privacy-secret-0123456789"),
             ("BUTTON_RATE_LIMIT_PER_S", "1000"),
             ("BUTTON_RATE_LIMIT_BURST", "1000"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
+        ]),
         ..StackConfig::default()
     })
     .await

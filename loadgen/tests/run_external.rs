@@ -120,13 +120,10 @@ async fn a_run_against_an_external_stack_stores_every_file_and_a_clean_verdict()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_against_a_stack_asking_for_proof_of_work_solves_every_press() {
     let stack = Stack::start(StackConfig {
-        service_env: [
+        service_env: button_stack::env(&[
             ("BUTTON_POW_DIFFICULTY", "6"),
             ("BUTTON_SECRET", "loadgen-test-secret-0123"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect(),
+        ]),
         ..StackConfig::default()
     })
     .await

@@ -123,6 +123,15 @@ impl fmt::Display for BrokerStorage {
     }
 }
 
+/// `BUTTON_*` variables for [`StackConfig::service_env`] and
+/// [`StackConfig::reducer_env`] from literal pairs.
+pub fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub partitions: i32,
