@@ -170,14 +170,19 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// The service's kernel send buffer per connection in the stalled-client
+/// test (Linux doubles it). Bounding it makes what a stalled client can
+/// still be sent independent of the kernel's autotuning.
+const SEND_BUFFER: usize = 8 * 1024;
+
+/// A client that asks for the stream and then does not read: what it is
+/// sent piles up in its receive buffer and the service's send buffer.
+/// (Its receive buffer keeps the kernel's default: one smaller than a
+/// loopback segment leaves the window shut and a reader waiting on the
+/// sender's zero-window probes, which back off to a minute.)
 async fn stalled_client(port: u16) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    // A small receive window makes the service's writes block soon, as
-    // with a client on a slow link.
-    socket.set_recv_buffer_size(2048).expect("rcvbuf");
-    let mut stream = socket
-        .connect(([127, 0, 0, 1], port).into())
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     stream
@@ -187,22 +192,35 @@ async fn stalled_client(port: u16) -> tokio::net::TcpStream {
     stream
 }
 
-/// Reads frames until one with `id >= until`; returns how many frames came.
-async fn drain_until(stream: &mut tokio::net::TcpStream, until: i64) -> usize {
+/// What a stalled client got once it read: the state ids in order and the
+/// bytes of each frame.
+struct Drained {
+    frames: Vec<(i64, usize)>,
+}
+
+/// Reads frames until one with `id >= until`.
+async fn drain_until(stream: &mut tokio::net::TcpStream, until: i64) -> Drained {
     use tokio::io::AsyncReadExt;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let read = async {
         loop {
             let n = stream.read(&mut buf).await.expect("read");
             assert!(n > 0, "stream closed");
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let newest = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("id: ")?.trim().parse::<i64>().ok())
-                .max();
-            if newest.is_some_and(|id| id >= until) {
-                return text.matches("event: state").count();
+            bytes.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&bytes);
+            let frames: Vec<(i64, usize)> = text
+                .split("\n\n")
+                .filter(|frame| frame.contains("event: state"))
+                .filter_map(|frame| {
+                    let id = frame
+                        .lines()
+                        .find_map(|l| l.strip_prefix("id: ")?.trim().parse::<i64>().ok())?;
+                    Some((id, frame.len() + 2))
+                })
+                .collect();
+            if frames.last().is_some_and(|&(id, _)| id >= until) {
+                return Drained { frames };
             }
         }
     };
@@ -216,7 +234,11 @@ async fn clients_that_do_not_read_skip_states_instead_of_queueing_them() {
     init_test_logs();
     let stack = Stack::start(StackConfig {
         // One state per two presses: many states for the stalled clients to miss.
-        reducer_env: [("BUTTON_BATCH_MAX".to_owned(), "2".to_owned())].into(),
+        reducer_env: button_stack::env(&[("BUTTON_BATCH_MAX", "2")]),
+        service_env: button_stack::env(&[(
+            "BUTTON_TCP_SEND_BUFFER_BYTES",
+            &SEND_BUFFER.to_string(),
+        )]),
         ..StackConfig::default()
     })
     .await
@@ -259,13 +281,41 @@ async fn clients_that_do_not_read_skip_states_instead_of_queueing_them() {
         .expect("a reading client is current");
     let after = rss_kib(pid);
 
-    // A stalled client is sent what fits in the socket buffers (a few
-    // hundred frames on loopback), then only the newest state: it skips,
-    // the service holds nothing for it. A queue would deliver every state.
-    let received = drain_until(&mut stalled[0], newest.id).await;
+    // A stalled client is sent what fits in the socket buffers, then
+    // only the newest state: it skips, the service holds nothing for it.
+    // A queue would deliver every state.
+    let receive_buffer = socket2::SockRef::from(&stalled[0])
+        .recv_buffer_size()
+        .expect("SO_RCVBUF");
+    let drained = drain_until(&mut stalled[0], newest.id).await;
+    let ids: Vec<i64> = drained.frames.iter().map(|&(id, _)| id).collect();
     assert!(
-        received + 100 < produced,
-        "a stalled client received {received} of {produced} states: they were queued"
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "states arrive in order, never twice"
+    );
+    // Every frame but the newest was sent before the client read again,
+    // so all of them sat in the buffers: the kernel's two (it doubles
+    // SO_SNDBUF) and the few frames hyper queues before it stops polling
+    // the stream.
+    let buffered: usize = drained.frames[..ids.len() - 1]
+        .iter()
+        .map(|&(_, n)| n)
+        .sum();
+    let buffers = receive_buffer + 2 * SEND_BUFFER + 32 * 1024;
+    eprintln!(
+        "a stalled client received {} of {produced} states: {buffered} bytes before it read, \
+         buffers {buffers} bytes",
+        ids.len()
+    );
+    assert!(
+        buffered <= buffers,
+        "a stalled client was sent {buffered} bytes of old states, more than the {buffers} \
+         bytes its buffers hold: they were queued"
+    );
+    assert!(
+        ids.len() < produced,
+        "{} of {produced} states: none skipped",
+        ids.len()
     );
     let grown = after.saturating_sub(before);
     assert!(

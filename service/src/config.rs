@@ -28,6 +28,11 @@ pub struct Config {
     /// SSE connections past this number get 503.
     pub sse_max_clients: usize,
     pub sse_keepalive_ms: u64,
+    /// Kernel send buffer of each connection (`SO_SNDBUF`; the kernel
+    /// doubles it); 0 leaves it to the kernel's autotuning. It bounds what
+    /// an SSE client that stops reading pins in kernel memory, and so how
+    /// many old states it is still sent before it skips to the newest.
+    pub tcp_send_buffer_bytes: usize,
     /// How often to read the newest state from PostgreSQL while Redis is down.
     pub db_poll_ms: u64,
     /// How often to check PostgreSQL while Redis is up (catches a publish
@@ -71,6 +76,7 @@ impl Default for Config {
             max_body_bytes: 1_024,
             sse_max_clients: 10_000,
             sse_keepalive_ms: 15_000,
+            tcp_send_buffer_bytes: 0,
             db_poll_ms: 250,
             db_safety_poll_ms: 2_000,
             db_max_connections: 8,

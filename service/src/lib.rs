@@ -23,6 +23,7 @@ pub use config::Config;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use button_domain::Snapshot;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -186,6 +187,14 @@ pub async fn serve(
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
+    let send_buffer = state.config.tcp_send_buffer_bytes;
+    let listener = listener.tap_io(move |tcp| {
+        if send_buffer > 0
+            && let Err(error) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+        {
+            tracing::warn!(%error, send_buffer, "could not set the connection's send buffer");
+        }
+    });
     // Peer addresses reach the handlers only to derive pseudonyms.
     let server = axum::serve(
         listener,
