@@ -5,7 +5,7 @@
 mod common;
 
 use button_client::{Api, Ledger, init_test_logs, wait_db_covers};
-use button_stack::{Stack, StackConfig};
+use button_stack::{Component, Stack, StackConfig};
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::Headers;
@@ -113,4 +113,85 @@ async fn every_kind_of_poison_goes_to_the_dead_letter_topic_and_counting_goes_on
     }
     // Each with its reason and its original bytes.
     assert_eq!(seen, expected);
+}
+
+/// A broker restart while the reducer is dead-lettering: every poison
+/// record is still stored on the dead-letter topic, once and in order,
+/// without the reducer having to fail and restart first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_while_dead_lettering_loses_no_poison_record() {
+    init_test_logs();
+    let mut stack = Stack::start(StackConfig::default())
+        .await
+        .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let reducer = stack.pid(Component::Reducer).expect("reducer pid");
+    let poison = async |brokers: String, n: usize| {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let sends = (0..n).map(|_| {
+            producer.send(
+                FutureRecord::<(), [u8]>::to("press_button")
+                    .partition(0)
+                    .payload(b"not json".as_slice()),
+                Duration::from_secs(10),
+            )
+        });
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.expect("poison stored").offset)
+            .collect::<Vec<i64>>()
+    };
+
+    let mut ledger = Ledger::default();
+    ledger.record(&api.press().await.expect("press"));
+    // Dead-lettering one record at a time takes a while: the restart
+    // lands in the middle of it.
+    let mut sent = poison(stack.brokers(), 400).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack
+        .restart(Component::Broker)
+        .await
+        .expect("broker restarts");
+    sent.extend(poison(stack.brokers(), 5).await);
+    let press = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match api.press().await {
+                Ok(answer) => return answer,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the service takes presses again");
+    ledger.record(&press);
+    wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("the reducer goes past every poison record");
+    assert_eq!(
+        stack.pid(Component::Reducer),
+        Some(reducer),
+        "the reducer did not have to restart"
+    );
+
+    let consumer = common::topic_reader(&stack.brokers(), "press_button.dlq", 0);
+    let mut stored = Vec::new();
+    while stored.len() < sent.len() {
+        let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .expect("every poison record is on the dead-letter topic")
+            .expect("message");
+        let offset = m
+            .headers()
+            .and_then(|h| h.iter().find(|x| x.key == "x-source-offset"))
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).parse::<i64>().expect("number"))
+            .expect("source offset");
+        stored.push(offset);
+    }
+    assert_eq!(stored, sent, "each poison record once, in order");
 }

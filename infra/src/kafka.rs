@@ -6,8 +6,12 @@
 //! `BUTTON_PRODUCER="linger.ms=5,compression.type=lz4"`.
 
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{PoisonError, RwLock};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -73,6 +77,43 @@ impl<'de> Deserialize<'de> for KafkaProperties {
                     .collect(),
             )),
         }
+    }
+}
+
+/// A producer whose session can be replaced while it is in use: a broker
+/// that restarted with records of the old session in flight may refuse
+/// every later record of it (tansu 0.6.0 does), and only a new session (a
+/// new idempotent producer id) gets through.
+pub struct Renewable<C: ClientContext + 'static> {
+    config: ClientConfig,
+    current: RwLock<FutureProducer<C>>,
+}
+
+impl<C: ClientContext + 'static> Renewable<C> {
+    pub fn new(config: ClientConfig, context: C) -> Result<Self, KafkaError> {
+        let current = RwLock::new(config.create_with_context(context)?);
+        Ok(Renewable { config, current })
+    }
+
+    /// The session to send with now (a cheap handle).
+    pub fn current(&self) -> FutureProducer<C> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts a new session with `context`; sends already under way finish
+    /// on the old one. Call from within a Tokio runtime.
+    pub fn renew(&self, context: C) -> Result<(), KafkaError> {
+        let fresh = self.config.create_with_context(context)?;
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        // Destroying a librdkafka handle can block while it purges.
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
     }
 }
 

@@ -2,11 +2,14 @@
 //! and must be stored there before the batch that skips them is persisted.
 
 use button_infra::KafkaProperties;
+use button_infra::kafka::Renewable;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A record that could not be decoded.
@@ -22,7 +25,7 @@ pub struct Poison {
 
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: Arc<Renewable<DefaultClientContext>>,
     source_topic: String,
     topic: String,
 }
@@ -43,16 +46,17 @@ impl DeadLetters {
             .set("message.timeout.ms", "10000");
         extra.apply(&mut config);
         Ok(DeadLetters {
-            producer: config.create()?,
+            producer: Arc::new(Renewable::new(config, DefaultClientContext)?),
             source_topic: source_topic.to_owned(),
             topic: topic.to_owned(),
         })
     }
 
-    /// Stores every poison record, in order; fails on the first one the
-    /// broker does not acknowledge.
-    pub async fn send_all(&self, poison: &[Poison]) -> Result<(), KafkaError> {
-        for p in poison {
+    /// Stores the poison records from `*sent` on, in order, counting each
+    /// acknowledged one in `sent`, so a retry does not store a record
+    /// twice; fails on the first one the broker does not acknowledge.
+    pub async fn send_from(&self, poison: &[Poison], sent: &mut usize) -> Result<(), KafkaError> {
+        for p in poison.iter().skip(*sent) {
             let partition = p.partition.to_string();
             let offset = p.offset.to_string();
             let headers = OwnedHeaders::new()
@@ -84,13 +88,35 @@ impl DeadLetters {
             if let Some(v) = &p.payload {
                 record = record.payload(v.as_slice());
             }
-            self.producer
+            if let Err((error, _)) = self
+                .producer
+                .current()
                 .send(record, Timeout::After(Duration::from_secs(1)))
                 .await
-                .map_err(|(e, _)| e)?;
+            {
+                if matches!(error, KafkaError::MessageProduction(_)) {
+                    self.renew();
+                }
+                return Err(error);
+            }
+            *sent += 1;
             metrics::counter!("reducer_dead_letters_total", "reason" => p.reason).increment(1);
             tracing::warn!(partition = p.partition, offset = p.offset, reason = p.reason, detail = %p.detail, "poison record sent to the dead-letter topic");
         }
         Ok(())
+    }
+
+    /// Starts a new producer session after a broker refused a record; the
+    /// write is retried (after a backoff) with the new one.
+    fn renew(&self) {
+        match self.producer.renew(DefaultClientContext) {
+            Ok(()) => {
+                metrics::counter!("reducer_dead_letter_renewals_total").increment(1);
+                tracing::info!("the broker refused a dead letter: started a new producer session");
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot create a new dead-letter producer; keeping the old one")
+            }
+        }
     }
 }

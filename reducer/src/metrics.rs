@@ -78,6 +78,11 @@ pub const METRICS: &[Metric] = &[
         buckets: &[],
     },
     counter(
+        "reducer_dead_letter_renewals_total",
+        "sessions",
+        "New dead-letter producer sessions started after a broker refused a record.",
+    ),
+    counter(
         "reducer_ticks_total",
         "ticks",
         "Idle decay ticks persisted.",

@@ -256,9 +256,13 @@ impl Reducer {
         let mut delay = Duration::from_millis(self.config.backoff_initial_ms);
         let max_delay = Duration::from_millis(self.config.backoff_max_ms);
         let mut attempt = 0;
+        // Poison records already on the dead-letter topic are not sent again.
+        let mut dead_lettered = 0;
         loop {
             attempt += 1;
-            let outcome = self.try_write(&state, info, poison, countries).await;
+            let outcome = self
+                .try_write(&state, info, poison, &mut dead_lettered, countries)
+                .await;
             match outcome {
                 Ok(snapshot) => {
                     self.persisted = snapshot.clone();
@@ -301,14 +305,13 @@ impl Reducer {
         state: &State,
         info: BatchInfo,
         poison: &[Poison],
+        dead_lettered: &mut usize,
         countries: &BTreeMap<String, u64>,
     ) -> Result<Snapshot, WriteError> {
-        if !poison.is_empty() {
-            self.dead_letters
-                .send_all(poison)
-                .await
-                .map_err(WriteError::DeadLetter)?;
-        }
+        self.dead_letters
+            .send_from(poison, dead_lettered)
+            .await
+            .map_err(WriteError::DeadLetter)?;
         let started = Instant::now();
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let snapshot = button_store::append_snapshot(

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use button_infra::KafkaProperties;
+use button_infra::kafka::Renewable;
 use futures::future::BoxFuture;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -11,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 /// Whether librdkafka can currently reach a broker.
@@ -59,8 +60,7 @@ impl ProducerContext for HealthContext {
 
 #[derive(Clone)]
 pub struct PressProducer {
-    producer: Arc<RwLock<FutureProducer<HealthContext>>>,
-    config: Arc<ClientConfig>,
+    producer: Arc<Renewable<HealthContext>>,
     lost: Arc<AtomicBool>,
     renewed_at: Arc<std::sync::Mutex<std::time::Instant>>,
     topic: Arc<str>,
@@ -172,13 +172,15 @@ impl PressProducer {
             .set("reconnect.backoff.max.ms", "1000");
         extra.apply(&mut config);
         let lost = Arc::new(AtomicBool::new(false));
-        let producer = config.create_with_context(HealthContext {
-            up: up.clone(),
-            lost: lost.clone(),
-        })?;
+        let producer = Renewable::new(
+            config,
+            HealthContext {
+                up: up.clone(),
+                lost: lost.clone(),
+            },
+        )?;
         Ok(PressProducer {
-            producer: Arc::new(RwLock::new(producer)),
-            config: Arc::new(config),
+            producer: Arc::new(producer),
             lost,
             renewed_at: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             topic: topic.into(),
@@ -231,10 +233,7 @@ impl PressProducer {
     }
 
     fn current(&self) -> FutureProducer<HealthContext> {
-        self.producer
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.producer.current()
     }
 
     /// Starts a new producer session (a new idempotent producer id) once
@@ -259,17 +258,8 @@ impl PressProducer {
             up: self.health.0.clone(),
             lost: self.lost.clone(),
         };
-        match self.config.create_with_context(context) {
-            Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self
-                        .producer
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner),
-                    fresh,
-                );
-                // Destroying a librdkafka handle can block while it purges.
-                tokio::task::spawn_blocking(move || drop(old));
+        match self.producer.renew(context) {
+            Ok(()) => {
                 metrics::counter!("service_producer_renewals_total").increment(1);
                 tracing::info!("brokers are back: started a new producer session");
             }

@@ -47,16 +47,17 @@ impl Identity {
 
     /// The address a request comes from: the peer, or, behind a trusted
     /// proxy, the last `X-Forwarded-For` entry (the one that proxy added;
-    /// earlier entries are whatever the client claimed).
+    /// earlier entries are whatever the client claimed). When that entry is
+    /// not an address, the peer counts: never an earlier entry.
     pub fn address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         if self.trust_forwarded_for
             && let Some(forwarded) = headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|v| v.trim().parse::<IpAddr>().ok())
-                .last()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
         {
             return Some(forwarded);
         }
@@ -133,5 +134,17 @@ mod tests {
         let trusted = untrusted.trusting_forwarded_for(true);
         assert_eq!(trusted.address(peer, &headers), ip("203.0.113.9"));
         assert_eq!(trusted.address(peer, &HeaderMap::new()), ip("10.0.0.1"));
+        // A client's own claim never stands in for an entry the proxy did
+        // not make an address.
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.1, unknown"),
+        );
+        assert_eq!(trusted.address(peer, &headers), ip("10.0.0.1"));
+        // Of several header lines, the proxy's is the last.
+        let mut lines = HeaderMap::new();
+        lines.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        lines.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(trusted.address(peer, &lines), ip("203.0.113.9"));
     }
 }
