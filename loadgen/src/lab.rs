@@ -133,6 +133,13 @@ fn sweep_table(results: &[SweepPoint]) -> String {
     md
 }
 
+/// The sweep key that sets every phase's rate.
+const RATE_KEY: &str = "phase.rate";
+
+/// Accepted presses/s against p99 press-to-SSE, one dot per point. When
+/// the sweep went over rates, each tuning point is a line through its
+/// rates, so where a line turns up is that tuning's knee; a point that
+/// lost or refused presses is a cross.
 fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -142,6 +149,13 @@ fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
         .map(|r| r.press_to_sse_p99_ms)
         .fold(1.0, f64::max)
         * 1.15;
+    let by_rate = results.iter().any(|r| r.point.contains_key(RATE_KEY));
+    let broke = |r: &SweepPoint| !r.clean || r.error_rate > 0.0;
+    if by_rate {
+        rate_lines(&root, results, x_max, &broke)?;
+        root.present()?;
+        return Ok(());
+    }
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "sweep: accepted presses/s vs p99 press-to-SSE (ms)",
@@ -159,7 +173,11 @@ fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
     for r in results {
         let label: Vec<String> = r.point.values().cloned().collect();
         let (x, y) = (r.accepted_per_s, r.press_to_sse_p99_ms);
-        chart.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
+        if broke(r) {
+            chart.draw_series(std::iter::once(Cross::new((x, y), 5, RED.stroke_width(2))))?;
+        } else {
+            chart.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
+        }
         chart.draw_series(std::iter::once(Text::new(
             label.join("/"),
             (x, y),
@@ -167,6 +185,98 @@ fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
         )))?;
     }
     root.present()?;
+    Ok(())
+}
+
+/// Distinct on white, in legend order.
+const LINE_COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+];
+
+/// One line per tuning point through its rates, p99 on a log scale so the
+/// floor and the collapse both read.
+fn rate_lines(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    results: &[SweepPoint],
+    x_max: f64,
+    broke: &dyn Fn(&SweepPoint) -> bool,
+) -> anyhow::Result<()> {
+    let p99 = || results.iter().map(|r| r.press_to_sse_p99_ms.max(0.1));
+    let y_min = p99().fold(f64::MAX, f64::min) * 0.7;
+    let y_max = p99().fold(1.0, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            "accepted presses/s vs p99 press-to-SSE, a line per tuning through its rates",
+            ("sans-serif", 17),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("accepted/s")
+        .y_desc("p99 ms (log)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    let mut lines: BTreeMap<String, Vec<(f64, &SweepPoint)>> = BTreeMap::new();
+    for r in results {
+        let tuning: Vec<String> = r
+            .point
+            .iter()
+            .filter(|(k, _)| k.as_str() != RATE_KEY)
+            .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
+            .collect();
+        let rate = r
+            .point
+            .get(RATE_KEY)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let label = if tuning.is_empty() {
+            "as configured".to_owned()
+        } else {
+            tuning.join(" ")
+        };
+        lines.entry(label).or_default().push((rate, r));
+    }
+    for (i, (label, mut points)) in lines.into_iter().enumerate() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = LINE_COLORS[i % LINE_COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points
+                    .iter()
+                    .map(|(_, r)| (r.accepted_per_s, r.press_to_sse_p99_ms)),
+                color.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        for (rate, r) in &points {
+            let at = (r.accepted_per_s, r.press_to_sse_p99_ms);
+            if broke(r) {
+                chart.draw_series(std::iter::once(Cross::new(at, 5, RED.stroke_width(2))))?;
+            } else {
+                chart.draw_series(std::iter::once(Circle::new(at, 4, color.filled())))?;
+            }
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{rate}/s"),
+                at,
+                ("sans-serif", 10),
+            )))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
@@ -363,7 +473,11 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     sections.insert("faults", faults_section(&runs));
     sections.insert("fault-matrix", fault_matrix(&runs));
     sections.insert("soak", soak_section(&runs, experiments));
-    sections.insert("sweep", sweep_section(&sweeps));
+    sections.insert("sweep", sweep_section(&sweeps, "sweep", experiments)?);
+    sections.insert(
+        "knee-sweep",
+        sweep_section(&sweeps, "knee-sweep", experiments)?,
+    );
     let mut text =
         std::fs::read_to_string(scale).with_context(|| format!("reading {}", scale.display()))?;
     for (name, body) in sections {
@@ -691,9 +805,20 @@ fn fault_matrix(runs: &[(String, Value, Value)]) -> String {
     md
 }
 
-fn sweep_section(sweeps: &[(String, Value)]) -> String {
-    let Some((name, points)) = sweeps.last() else {
-        return "No sweep stored yet.\n".to_owned();
+/// The newest stored sweep of `scenario` (folders end `-<scenario>-sweep`);
+/// its chart is drawn again from its `sweep.json`, as this version draws.
+fn sweep_section(
+    sweeps: &[(String, Value)],
+    scenario: &str,
+    experiments: &Path,
+) -> anyhow::Result<String> {
+    let suffix = format!("-{scenario}-sweep");
+    let Some((name, points)) = sweeps.iter().rev().find(|(name, _)| {
+        name.ends_with(&suffix) && name.len() == "2026-01-01T000000Z".len() + suffix.len()
+    }) else {
+        return Ok(format!(
+            "No sweep of `scenarios/{scenario}.toml` stored yet.\n"
+        ));
     };
     let results: Vec<SweepPoint> = points
         .as_array()
@@ -714,11 +839,15 @@ fn sweep_section(sweeps: &[(String, Value)]) -> String {
             })
         })
         .collect();
-    format!(
+    sweep_chart(
+        &experiments.join(name).join("throughput_vs_p99.svg"),
+        &results,
+    )?;
+    Ok(format!(
         "From `{name}` ({} points):\n\n{}\n![throughput vs p99](experiments/{name}/throughput_vs_p99.svg)\n",
         results.len(),
         sweep_table(&results)
-    )
+    ))
 }
 
 /// A page around Markdown rendered to HTML: no script, no remote resource;
@@ -813,4 +942,79 @@ pub fn html_pages(experiments: &Path) -> anyhow::Result<()> {
         experiments.join("index.html").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(rate: &str, batch: &str, accepted: f64, p99: f64, clean: bool) -> SweepPoint {
+        SweepPoint {
+            point: [
+                (RATE_KEY.to_owned(), rate.to_owned()),
+                ("reducer.batch_max".to_owned(), batch.to_owned()),
+            ]
+            .into(),
+            run: format!("run-{rate}-{batch}"),
+            accepted_per_s: accepted,
+            error_rate: 0.0,
+            press_p99_ms: p99,
+            press_to_sse_p50_ms: p99 / 2.0,
+            press_to_sse_p99_ms: p99,
+            press_to_sse_p999_ms: p99,
+            lag_peak: 0.0,
+            clean,
+        }
+    }
+
+    #[test]
+    fn a_rate_sweep_draws_a_line_per_tuning_and_crosses_what_broke() {
+        let results = [
+            point("1000", "10", 1000.0, 120.0, true),
+            point("500", "10", 500.0, 70.0, true),
+            point("2000", "10", 1900.0, 6000.0, false),
+            point("500", "100", 500.0, 65.0, true),
+            point("1000", "100", 1000.0, 100.0, true),
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chart.svg");
+        sweep_chart(&path, &results).expect("chart");
+        let svg = std::fs::read_to_string(&path).expect("svg");
+        assert!(
+            svg.contains("\nbatch_max=10\n") && svg.contains("\nbatch_max=100\n"),
+            "a legend entry per batch size"
+        );
+        assert!(
+            svg.contains("\n2000/s\n") && svg.contains("\n500/s\n"),
+            "rates labelled"
+        );
+        // Each tuning: its line through the rates and its legend sample.
+        for color in ["#1F77B4", "#D62728"] {
+            let lines = svg
+                .matches("<polyline")
+                .zip(svg.split("<polyline").skip(1))
+                .filter(|(_, rest)| {
+                    rest.split('>')
+                        .next()
+                        .is_some_and(|tag| tag.contains(color))
+                })
+                .count();
+            assert_eq!(lines, 2, "{color}");
+        }
+        let batch_10 = svg
+            .split("<polyline")
+            .find(|tag| tag.split('>').next().is_some_and(|t| t.contains("#1F77B4")))
+            .expect("the first line");
+        assert_eq!(
+            batch_10
+                .split("points=\"")
+                .nth(1)
+                .and_then(|p| p.split('"').next())
+                .map(|p| p.split_whitespace().count()),
+            Some(3),
+            "batch 10 through its three rates"
+        );
+        // The point that lost presses is a cross, red.
+        assert!(svg.contains("#FF0000"), "a red cross");
+    }
 }

@@ -309,8 +309,9 @@ impl Scenario {
                         "the external driver cannot inject faults".into(),
                     ));
                 }
-                if !self.service.is_empty() || !self.reducer.is_empty() || !self.sweep.is_empty() {
-                    return Err(invalid("stack.driver".into(), "an external stack is tuned by whoever runs it: no [service], [reducer] or [sweep]".into()));
+                let tunes = self.sweep.keys().any(|k| !k.starts_with("phase."));
+                if !self.service.is_empty() || !self.reducer.is_empty() || tunes {
+                    return Err(invalid("stack.driver".into(), "an external stack is tuned by whoever runs it: no [service], [reducer] or tuning [sweep] keys".into()));
                 }
             }
             Driver::Compose if self.stack.services != 1 => {
@@ -339,15 +340,19 @@ impl Scenario {
         }
         check_tuning(&self.service, &service_keys(), "service").map_err(|(k, m)| invalid(k, m))?;
         check_tuning(&self.reducer, &reducer_keys(), "reducer").map_err(|(k, m)| invalid(k, m))?;
-        for key in self.sweep.keys() {
+        for (key, values) in &self.sweep {
             let (section, rest) = key.split_once('.').unwrap_or((key.as_str(), ""));
             let known = match section {
                 "service" => service_keys(),
                 "reducer" => reducer_keys(),
+                "phase" => {
+                    self.check_rate_sweep(path, key, rest, values)?;
+                    continue;
+                }
                 _ => {
                     return Err(invalid(
                         format!("sweep.\"{key}\""),
-                        "must start with service. or reducer.".into(),
+                        "must start with service., reducer. or phase.".into(),
                     ));
                 }
             };
@@ -357,6 +362,42 @@ impl Scenario {
                     format!("sweep.\"{key}\""),
                     format!("`{first}` is not a {section} key"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `phase.rate`: every phase runs at each rate in turn, so the sweep
+    /// finds the knee of each tuning point.
+    fn check_rate_sweep(
+        &self,
+        path: &Path,
+        key: &str,
+        rest: &str,
+        values: &[toml::Value],
+    ) -> Result<(), ScenarioError> {
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            key: format!("sweep.\"{key}\""),
+            message,
+        };
+        if rest != "rate" {
+            return Err(invalid(format!(
+                "`{rest}` cannot be swept; of a phase, only `rate` can"
+            )));
+        }
+        if let Some(i) = self.phases.iter().position(|p| !p.is_open()) {
+            return Err(invalid(format!(
+                "phase[{i}] has no rate (a closed-model phase): a rate sweep needs open-model phases"
+            )));
+        }
+        for v in values {
+            if !v
+                .as_float()
+                .or(v.as_integer().map(|i| i as f64))
+                .is_some_and(|r| r > 0.0)
+            {
+                return Err(invalid(format!("{v} is not a positive rate")));
             }
         }
         Ok(())
@@ -458,6 +499,14 @@ fn to_env(table: &toml::Table) -> BTreeMap<String, String> {
 /// Sets `section.key[.property]` to `value` (a sweep point).
 pub fn apply_override(scenario: &mut Scenario, key: &str, value: &toml::Value) {
     let (section, rest) = key.split_once('.').unwrap_or((key, ""));
+    if section == "phase" {
+        // Checked when the scenario was read: `rate`, positive.
+        let rate = value.as_float().or(value.as_integer().map(|i| i as f64));
+        for phase in &mut scenario.phases {
+            phase.rate = rate;
+        }
+        return;
+    }
     let table = if section == "service" {
         &mut scenario.service
     } else {
@@ -617,6 +666,56 @@ mod tests {
         }
         assert_eq!(s.reducer_env()["BUTTON_BATCH_MAX"], "100");
         assert_eq!(s.service_env()["BUTTON_PRODUCER"], "linger.ms=5");
+    }
+
+    #[test]
+    fn a_rate_sweep_sets_every_phase() {
+        let two_phases =
+            "[[phase]]\nduration_s = 5\nrate = 100\n[[phase]]\nduration_s = 5\nrate = 300\n";
+        let mut s = parse_str(&format!(
+            "[sweep]\n\"phase.rate\" = [500, 2500.5]\n\"reducer.batch_max\" = [10, 1000]\n{two_phases}"
+        ))
+        .expect("valid");
+        let points = sweep_points(&s.sweep);
+        assert_eq!(points.len(), 4);
+        // Keys in order: phase.rate, then reducer.batch_max.
+        for (k, v) in &points[2] {
+            apply_override(&mut s, k, v);
+        }
+        assert!(
+            s.phases.iter().all(|p| p.rate == Some(2500.5)),
+            "{:?}",
+            s.phases
+        );
+        assert_eq!(s.reducer_env()["BUTTON_BATCH_MAX"], "10");
+
+        for (sweep, wrong) in [
+            ("\"phase.duration_s\" = [5]", "only `rate` can"),
+            ("\"phase.rate\" = [0]", "not a positive rate"),
+            ("\"phase.rate\" = [\"fast\"]", "not a positive rate"),
+            (
+                "\"load.rate\" = [5]",
+                "must start with service., reducer. or phase.",
+            ),
+        ] {
+            let err = parse_str(&format!("[sweep]\n{sweep}\n{MINIMAL}"))
+                .expect_err(sweep)
+                .to_string();
+            assert!(
+                err.contains(wrong) && err.contains("scenarios/test.toml"),
+                "{err}"
+            );
+        }
+        let err =
+            parse_str("[sweep]\n\"phase.rate\" = [5]\n[[phase]]\nduration_s = 5\nusers = 3\n")
+                .expect_err("closed model")
+                .to_string();
+        assert!(err.contains("phase[0] has no rate"), "{err}");
+        let external = "[stack]\ndriver = \"external\"\nservice_url = \"http://a\"\nreducer_url = \"http://b\"\ndatabase_url = \"postgres://c\"\n";
+        parse_str(&format!(
+            "{external}[sweep]\n\"phase.rate\" = [5, 10]\n{MINIMAL}"
+        ))
+        .expect("an external stack can be swept over rates");
     }
 
     #[test]
