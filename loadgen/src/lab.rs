@@ -705,8 +705,10 @@ fn soak_section(runs: &[(String, Value, Value)], experiments: &Path) -> String {
     let marks = [60.0, (end / 2.0).floor(), (end - 60.0).max(0.0)];
     let mut md = format!(
         "From `{name}`: {} s at {} presses/s; sent {}, accepted {}, errors {}, lost {}, duplicated {}; verdict **{}**; press p99 {} ms, press-to-SSE p99 {} ms.\n\n\
-         Means over one minute, after minute 1, in the middle and in the last minute:\n\n\
-         | process | RSS KiB | | | open files | | |\n|---|---:|---:|---:|---:|---:|---:|\n",
+         Means over one minute, after minute 1, in the middle and in the last minute \
+         (PSS divides each shared page among the processes mapping it, so PostgreSQL's \
+         shared buffers count once; runs before it was sampled show `-`):\n\n\
+         | process | RSS KiB | | | PSS KiB | | | open files | | |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         num(s, "/load_s"),
         num(s, "/phases/0/rate"),
         num(s, "/sent"),
@@ -725,14 +727,19 @@ fn soak_section(runs: &[(String, Value, Value)], experiments: &Path) -> String {
             .iter()
             .map(|&m| minute(&format!("{process}_rss_kib"), m))
             .collect();
+        let pss: Vec<String> = marks
+            .iter()
+            .map(|&m| minute(&format!("{process}_pss_kib"), m))
+            .collect();
         let fds: Vec<String> = marks
             .iter()
             .map(|&m| minute(&format!("{process}_fds"), m))
             .collect();
         let _ = writeln!(
             md,
-            "| {process} | {} | {} |",
+            "| {process} | {} | {} | {} |",
             rss.join(" | "),
+            pss.join(" | "),
             fds.join(" | ")
         );
     }

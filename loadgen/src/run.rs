@@ -904,7 +904,7 @@ async fn sample_loop(
     let mut csv = std::io::BufWriter::new(file);
     let mut header = "t_s,sent_per_s,accepted_per_s,errors_per_s,press_p50_ms,press_p99_ms,press_to_sse_p50_ms,press_to_sse_p99_ms,fanout_p99_ms,lag,batch_size_avg,db_write_ms_avg,sse_clients".to_owned();
     for c in components {
-        header.push_str(&format!(",{c}_cpu_pct,{c}_rss_kib,{c}_fds"));
+        header.push_str(&format!(",{c}_cpu_pct,{c}_rss_kib,{c}_pss_kib,{c}_fds"));
     }
     let _ = writeln!(csv, "{header}");
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -974,10 +974,10 @@ async fn sample_loop(
         let pids = driver.pids();
         for c in components {
             if let Some(&pid) = pids.get(c)
-                && let Some((cpu, rss)) = sample::tree_usage(pid)
+                && let Some(u) = sample::tree_usage(pid)
             {
-                cpu_now.insert(c.to_owned(), cpu);
-                usage.insert(c.to_owned(), rss);
+                cpu_now.insert(c.to_owned(), u.cpu_s);
+                usage.insert(c.to_owned(), u);
                 if let Some(n) = sample::tree_open_fds(pid) {
                     fds.insert(c.to_owned(), n);
                 }
@@ -1003,10 +1003,13 @@ async fn sample_loop(
             sse_clients
         );
         for c in components {
+            let u = usage.get(c);
             row.push_str(&format!(
-                ",{},{},{}",
+                ",{},{},{},{}",
                 cpu_pct.get(c).map_or(String::new(), |v| format!("{v:.1}")),
-                usage.get(c).map_or(String::new(), |v| v.to_string()),
+                u.map_or(String::new(), |u| u.rss_kib.to_string()),
+                u.and_then(|u| u.pss_kib)
+                    .map_or(String::new(), |v| v.to_string()),
                 fds.get(c).map_or(String::new(), |v| v.to_string())
             ));
         }

@@ -24,20 +24,42 @@ pub fn metric_sum(page: &str, name: &str) -> Option<f64> {
     found
 }
 
-/// CPU time (seconds) and resident memory (KiB) of a process.
-pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+/// CPU time and memory of a process or a process tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// User and system CPU time, seconds.
+    pub cpu_s: f64,
+    /// Resident memory, KiB. Summed over a tree it counts shared pages (a
+    /// PostgreSQL backend's view of shared buffers) once per process.
+    pub rss_kib: u64,
+    /// Proportional set size, KiB: each shared page divided among the
+    /// processes that map it, so a tree's sum is what it really holds.
+    pub pss_kib: Option<u64>,
+}
+
+/// CPU time and memory of a process.
+pub fn process_usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    let kib = |text: &str, field: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let rss_kib = kib(&status, "VmRSS:")?;
+    let pss_kib = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|rollup| kib(&rollup, "Pss:"));
     // USER_HZ is 100 on Linux.
-    Some((ticks / 100.0, rss))
+    Some(Usage {
+        cpu_s: ticks / 100.0,
+        rss_kib,
+        pss_kib,
+    })
 }
 
 /// Open file descriptors of a process (sockets included).
@@ -56,15 +78,16 @@ pub fn tree_open_fds(pid: u32) -> Option<u64> {
 
 /// CPU time and memory of a process and its direct children (PostgreSQL's
 /// backends are children of the postmaster).
-pub fn tree_usage(pid: u32) -> Option<(f64, u64)> {
-    let (mut cpu, mut rss) = process_usage(pid)?;
+pub fn tree_usage(pid: u32) -> Option<Usage> {
+    let mut total = process_usage(pid)?;
     for child in children(pid) {
-        if let Some((c, r)) = process_usage(child) {
-            cpu += c;
-            rss += r;
+        if let Some(u) = process_usage(child) {
+            total.cpu_s += u.cpu_s;
+            total.rss_kib += u.rss_kib;
+            total.pss_kib = total.pss_kib.zip(u.pss_kib).map(|(a, b)| a + b);
         }
     }
-    Some((cpu, rss))
+    Some(total)
 }
 
 /// Processes whose parent is `pid`.
@@ -123,7 +146,27 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let (cpu, rss) = process_usage(std::process::id()).expect("own process");
-        assert!(cpu >= 0.0 && rss > 0);
+        let u = process_usage(std::process::id()).expect("own process");
+        assert!(u.cpu_s >= 0.0 && u.rss_kib > 0);
+        let pss = u.pss_kib.expect("smaps_rollup");
+        assert!(pss > 0 && pss <= u.rss_kib + 1024, "{u:?}");
+    }
+
+    #[test]
+    fn a_tree_counts_shared_pages_once_in_pss() {
+        // A child sharing its parent's pages: summed RSS counts them twice,
+        // summed PSS once.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let parent = std::process::id();
+        let alone = process_usage(parent).expect("own process");
+        let tree = tree_usage(parent).expect("tree");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(tree.rss_kib > alone.rss_kib, "{tree:?} {alone:?}");
+        assert!(tree.pss_kib.is_some());
     }
 }
