@@ -225,7 +225,8 @@ fn rate_lines(
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    let mut lines: BTreeMap<String, Vec<(f64, &SweepPoint)>> = BTreeMap::new();
+    // In the order the sweep ran them: the scenario's order of values.
+    let mut lines: Vec<(String, Vec<(f64, &SweepPoint)>)> = Vec::new();
     for r in results {
         let tuning: Vec<String> = r
             .point
@@ -243,7 +244,10 @@ fn rate_lines(
         } else {
             tuning.join(" ")
         };
-        lines.entry(label).or_default().push((rate, r));
+        match lines.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, points)) => points.push((rate, r)),
+            None => lines.push((label, vec![(rate, r)])),
+        }
     }
     for (i, (label, mut points)) in lines.into_iter().enumerate() {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -1021,6 +1025,15 @@ mod tests {
             Some(3),
             "batch 10 through its three rates"
         );
+        // Legend in the sweep's order of values, not as text.
+        let ordered = [
+            point("500", "200", 500.0, 70.0, true),
+            point("500", "1000", 500.0, 60.0, true),
+        ];
+        sweep_chart(&path, &ordered).expect("chart");
+        let legend = std::fs::read_to_string(&path).expect("svg");
+        let at = |label: &str| legend.find(&format!("\n{label}\n")).expect(label);
+        assert!(at("batch_max=200") < at("batch_max=1000"));
         // The point that lost presses is a cross, red.
         assert!(svg.contains("#FF0000"), "a red cross");
     }
