@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -172,6 +172,48 @@ pub async fn press_many(
         .buffer_unordered(concurrency)
         .collect()
         .await
+}
+
+/// Presses in the background, in rounds of 40, 8 at a time, until
+/// stopped; refusals are tallied by status and code, not fatal.
+pub struct Presser {
+    done: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Ledger, BTreeMap<String, usize>)>,
+}
+
+impl Presser {
+    pub fn start(api: Api) -> Presser {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let task = tokio::spawn(async move {
+            let mut ledger = Ledger::default();
+            let mut refused = BTreeMap::new();
+            while !flag.load(Ordering::Relaxed) {
+                for answer in press_many(&api, 40, 8).await {
+                    match answer {
+                        Ok(a) => ledger.record(&a),
+                        Err(r) => {
+                            let code = if r.status == 0 {
+                                "transport".to_owned()
+                            } else {
+                                format!("{} {}", r.status, r.code)
+                            };
+                            *refused.entry(code).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+            (ledger, refused)
+        });
+        Presser { done, task }
+    }
+
+    /// Ends after the round under way: the accepted presses and the
+    /// refusals by `"<status> <code>"` (`"transport"` when none came).
+    pub async fn stop(self) -> (Ledger, BTreeMap<String, usize>) {
+        self.done.store(true, Ordering::Relaxed);
+        self.task.await.expect("presser")
+    }
 }
 
 /// Accepted presses: the highest offset per partition.

@@ -27,7 +27,7 @@ async fn bad_requests_get_stable_codes_and_a_dead_broker_a_fast_503() {
     init_test_logs();
     let mut stack = Stack::start(StackConfig {
         reducer: false,
-        service_env: [("BUTTON_PRODUCE_TIMEOUT_MS".to_owned(), "2000".to_owned())].into(),
+        service_env: button_stack::env(&[("BUTTON_PRODUCE_TIMEOUT_MS", "2000")]),
         ..StackConfig::default()
     })
     .await

@@ -3,52 +3,9 @@
 //! no 202 (refused, or cut off by a dying service) may be counted or not.
 //! The long versions, with recovery times, are `scenarios/fault-*.toml`.
 
-use button_client::{Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers};
+use button_client::{Api, Presser, SseListener, init_test_logs, wait_db_covers};
 use button_stack::{Component, Stack, StackConfig};
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-struct Presser {
-    done: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(Ledger, BTreeMap<String, usize>)>,
-}
-
-impl Presser {
-    /// Presses in rounds of 40, 8 at a time, until stopped; refusals are
-    /// tallied, not fatal.
-    fn start(api: Api) -> Presser {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        let task = tokio::spawn(async move {
-            let mut ledger = Ledger::default();
-            let mut refused = BTreeMap::new();
-            while !flag.load(Ordering::Relaxed) {
-                for answer in press_many(&api, 40, 8).await {
-                    match answer {
-                        Ok(a) => ledger.record(&a),
-                        Err(r) => {
-                            let code = if r.status == 0 {
-                                "transport".to_owned()
-                            } else {
-                                format!("{} {}", r.status, r.code)
-                            };
-                            *refused.entry(code).or_insert(0) += 1;
-                        }
-                    }
-                }
-            }
-            (ledger, refused)
-        });
-        Presser { done, task }
-    }
-
-    async fn stop(self) -> (Ledger, BTreeMap<String, usize>) {
-        self.done.store(true, Ordering::Relaxed);
-        self.task.await.expect("presser")
-    }
-}
 
 async fn stack(reducer_env: &[(&str, &str)]) -> Stack {
     Stack::start(StackConfig {

@@ -22,6 +22,20 @@ async fn stack(env: &[(&str, &str)]) -> Stack {
     .expect("stack starts")
 }
 
+/// `n` presses of `body` with `headers`, all sent at once.
+async fn at_once(
+    api: &Api,
+    n: usize,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> Vec<PressAnswer> {
+    join_all((0..n).map(|_| api.press_raw(body, headers)))
+        .await
+        .into_iter()
+        .map(|a| a.expect("answer"))
+        .collect()
+}
+
 fn statuses(answers: &[PressAnswer]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for a in answers {
@@ -46,11 +60,7 @@ async fn a_challenge_is_good_for_one_press_however_many_race_it() {
     // 24 concurrent presses carry the same solved challenge: one wins.
     let pow = api.solved_challenge().await.expect("challenge");
     let body = json!({ "pow": pow });
-    let answers: Vec<PressAnswer> = join_all((0..24).map(|_| api.press_raw(&body, &[])))
-        .await
-        .into_iter()
-        .map(|a| a.expect("answer"))
-        .collect();
+    let answers = at_once(&api, 24, &body, &[]).await;
     let counts = statuses(&answers);
     assert_eq!(counts.get("202"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("400 pow_replayed"), Some(&23), "{counts:?}");
@@ -109,11 +119,7 @@ async fn the_rate_limit_admits_exactly_the_burst_under_concurrency() {
     .await;
     let api = Api::new(stack.service_url(0));
     let empty = json!({});
-    let answers: Vec<PressAnswer> = join_all((0..60).map(|_| api.press_raw(&empty, &[])))
-        .await
-        .into_iter()
-        .map(|a| a.expect("answer"))
-        .collect();
+    let answers = at_once(&api, 60, &empty, &[]).await;
     let counts = statuses(&answers);
     assert_eq!(counts.get("202"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("429 rate_limited"), Some(&50), "{counts:?}");
@@ -159,11 +165,7 @@ async fn a_retried_press_with_one_idempotency_key_is_produced_once() {
 
     let key = [("idempotency-key", "retry-me-7f3a")];
     let empty = json!({});
-    let answers: Vec<PressAnswer> = join_all((0..20).map(|_| api.press_raw(&empty, &key)))
-        .await
-        .into_iter()
-        .map(|a| a.expect("answer"))
-        .collect();
+    let answers = at_once(&api, 20, &empty, &key).await;
     assert!(
         answers.iter().all(|a| a.status == 202),
         "{:?}",

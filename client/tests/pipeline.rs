@@ -2,10 +2,10 @@
 //! PostgreSQL → Redis → SSE, and the exactly-once invariant across a
 //! reducer crash.
 
-use button_client::{Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers};
+use button_client::{
+    Api, Ledger, Presser, SseListener, init_test_logs, press_many, wait_db_covers,
+};
 use button_stack::{Component, Stack, StackConfig};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +52,7 @@ async fn a_reducer_killed_mid_stream_counts_every_press_once() {
     let mut stack = Stack::start(StackConfig {
         partitions: 2,
         // Small batches and commits every batch: many transactions to land between.
-        reducer_env: [("BUTTON_BATCH_MAX".to_owned(), "20".to_owned())].into(),
+        reducer_env: button_stack::env(&[("BUTTON_BATCH_MAX", "20")]),
         ..StackConfig::default()
     })
     .await
@@ -60,8 +60,7 @@ async fn a_reducer_killed_mid_stream_counts_every_press_once() {
     let api = Api::new(stack.service_url(0));
 
     // Presses keep coming until both crashes are over.
-    let done = Arc::new(AtomicBool::new(false));
-    let presser = tokio::spawn(keep_pressing(api.clone(), done.clone()));
+    let presser = Presser::start(api.clone());
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         stack.kill(Component::Reducer).expect("SIGKILL");
@@ -72,8 +71,11 @@ async fn a_reducer_killed_mid_stream_counts_every_press_once() {
             .expect("reducer restarts");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    done.store(true, Ordering::Relaxed);
-    let ledger = presser.await.expect("presser finishes");
+    let (ledger, refused) = presser.stop().await;
+    assert!(
+        refused.is_empty(),
+        "presses are accepted whatever the reducer does: {refused:?}"
+    );
     assert!(
         ledger.accepted >= 200,
         "presses went on during the crashes ({})",
@@ -103,25 +105,14 @@ async fn a_reducer_killed_mid_stream_counts_every_press_once() {
 }
 
 /// Presses in rounds of 50 until `done`; every press must be accepted.
-async fn keep_pressing(api: Api, done: Arc<AtomicBool>) -> Ledger {
-    let mut ledger = Ledger::default();
-    while !done.load(Ordering::Relaxed) {
-        for answer in press_many(&api, 50, 8).await {
-            ledger.record(&answer.expect("presses are accepted whatever the reducer does"));
-        }
-    }
-    ledger
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_stops_the_reducer_and_loses_nothing() {
     init_test_logs();
     let mut stack = Stack::start(StackConfig {
-        reducer_env: [
-            ("BUTTON_MAX_ATTEMPTS".to_owned(), "3".to_owned()),
-            ("BUTTON_BACKOFF_INITIAL_MS".to_owned(), "50".to_owned()),
-        ]
-        .into(),
+        reducer_env: button_stack::env(&[
+            ("BUTTON_MAX_ATTEMPTS", "3"),
+            ("BUTTON_BACKOFF_INITIAL_MS", "50"),
+        ]),
         ..StackConfig::default()
     })
     .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 async fn stream_sends_current_state_honours_last_event_id_and_caps_clients() {
     init_test_logs();
     let stack = Stack::start(StackConfig {
-        service_env: [("BUTTON_SSE_MAX_CLIENTS".to_owned(), "3".to_owned())].into(),
+        service_env: button_stack::env(&[("BUTTON_SSE_MAX_CLIENTS", "3")]),
         ..StackConfig::default()
     })
     .await
@@ -339,7 +339,7 @@ async fn status_line(stream: &mut tokio::net::TcpStream) -> String {
 async fn thousands_of_streams_past_the_cap_are_refused_and_leave_nothing_behind() {
     init_test_logs();
     let stack = Stack::start(StackConfig {
-        service_env: [("BUTTON_SSE_MAX_CLIENTS".to_owned(), "2500".to_owned())].into(),
+        service_env: button_stack::env(&[("BUTTON_SSE_MAX_CLIENTS", "2500")]),
         ..StackConfig::default()
     })
     .await

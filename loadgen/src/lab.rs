@@ -417,26 +417,16 @@ pub fn compare_page(runs: &[String], experiments: &Path, file: &str) -> anyhow::
             ratios.join(" | ")
         );
     }
+    // One table row: a cell per run.
+    let row = |cell: &dyn Fn(&str) -> String| {
+        let cells: Vec<String> = loaded.iter().map(|(n, _)| cell(n)).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
     for chart in ["latency.svg", "timeline.svg", "lag.svg"] {
-        md.push_str("\n| ");
-        md.push_str(
-            &loaded
-                .iter()
-                .map(|(n, _)| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(" | "),
-        );
-        md.push_str(" |\n|");
-        md.push_str(&"---|".repeat(loaded.len()));
-        md.push_str("\n| ");
-        md.push_str(
-            &loaded
-                .iter()
-                .map(|(n, _)| format!("![{chart}]({n}/{chart})"))
-                .collect::<Vec<_>>()
-                .join(" | "),
-        );
-        md.push_str(" |\n");
+        md.push('\n');
+        md.push_str(&row(&|n| format!("`{n}`")));
+        md.push_str(&format!("|{}\n", "---|".repeat(loaded.len())));
+        md.push_str(&row(&|n| format!("![{chart}]({n}/{chart})")));
     }
     let path = experiments.join(file);
     std::fs::write(&path, page("Runs side by side", &md, Some("index.html")))?;
