@@ -10,12 +10,14 @@
 //! records never depends on it (offsets do that).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct RecentIds {
     window: usize,
-    order: VecDeque<String>,
-    seen: HashSet<String>,
+    // One allocation per id, shared by the order and the set.
+    order: VecDeque<Arc<str>>,
+    seen: HashSet<Arc<str>>,
 }
 
 impl RecentIds {
@@ -39,8 +41,9 @@ impl RecentIds {
         {
             self.seen.remove(&oldest);
         }
-        self.order.push_back(id.to_owned());
-        self.seen.insert(id.to_owned());
+        let id: Arc<str> = Arc::from(id);
+        self.order.push_back(id.clone());
+        self.seen.insert(id);
         true
     }
 

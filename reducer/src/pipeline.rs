@@ -188,7 +188,14 @@ impl Reducer {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
                 batch.last_event_ms = Some(record.accepted_at_ms);
-                *batch.countries.entry(country_of(&record)).or_insert(0) += 1;
+                // A new key is allocated once per batch, not per press.
+                let country = country_of(&record);
+                match batch.countries.get_mut(country) {
+                    Some(n) => *n += 1,
+                    None => {
+                        batch.countries.insert(country.to_owned(), 1);
+                    }
+                }
                 batch.presses.push(PressEvent {
                     accepted_at_ms: record.accepted_at_ms,
                     partition,
@@ -370,10 +377,10 @@ impl Reducer {
 
 /// The record's country as the table takes it: two capital letters, or
 /// `unknown` (absent in older records, or not a code).
-fn country_of(record: &PressRecord) -> String {
+fn country_of(record: &PressRecord) -> &str {
     match record.country.as_deref() {
-        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => c.to_owned(),
-        _ => "unknown".to_owned(),
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => c,
+        _ => "unknown",
     }
 }
 
