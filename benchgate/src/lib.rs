@@ -12,6 +12,12 @@
 //! head/base ratios exceed the threshold: a real slowdown moves both, a
 //! neighbour that happened to hit every round of one side moves only the
 //! first (seen twice in ten same-commit runs while the machine compiled).
+//!
+//! When the base commit cannot be checked out, the head is compared with
+//! a stored baseline instead ([`stored`]): rounds of the base recorded
+//! earlier, paired with the head's rounds now, under a looser threshold.
+
+pub mod stored;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -19,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use stored::{Baseline, Entry, Machine};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -26,9 +33,27 @@ use std::process::{Command, Stdio};
     about = "Compare criterion benchmarks of two checkouts; exit 1 on a regression"
 )]
 pub struct Args {
-    /// Checkout of the baseline (usually the parent commit).
+    /// Checkout of the baseline (usually the parent commit); with
+    /// `--record`, the checkout whose rounds are recorded.
+    #[arg(long, required_unless_present = "stored", conflicts_with = "stored")]
+    pub base: Option<PathBuf>,
+    /// Compare the head with this stored baseline (a file written by
+    /// `--record`) instead of a checkout; its rounds, warm-up and
+    /// measurement times replace `--rounds`, `--warm-up` and
+    /// `--measurement`.
     #[arg(long)]
-    pub base: PathBuf,
+    pub stored: Option<PathBuf>,
+    /// Record the base checkout's rounds into this stored-baseline file
+    /// (created, or extended when it holds the same commit and machine)
+    /// instead of comparing.
+    #[arg(long, requires_all = ["base", "commit", "recorded_at"], conflicts_with = "stored")]
+    pub record: Option<PathBuf>,
+    /// With `--record`: the base checkout's commit.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// With `--record`: when recording began (UTC).
+    #[arg(long)]
+    pub recorded_at: Option<String>,
     /// Checkout under test.
     #[arg(long, default_value = ".")]
     pub head: PathBuf,
@@ -70,13 +95,23 @@ pub enum GateError {
         bench: String,
         package: String,
     },
+    #[error(
+        "{file} has no rounds of bench `{bench}` in package `{package}` with filter {filter:?}"
+    )]
+    NotStored {
+        file: PathBuf,
+        bench: String,
+        package: String,
+        filter: Option<String>,
+    },
 }
 
-/// Whether `error` says the base checkout has no such benchmark.
+/// Whether `error` says the base (a checkout or a stored baseline) has no
+/// such benchmark.
 pub fn base_lacks_bench(error: &anyhow::Error) -> bool {
     matches!(
         error.downcast_ref::<GateError>(),
-        Some(GateError::NoBench { side: "base", .. })
+        Some(GateError::NoBench { side: "base", .. } | GateError::NotStored { .. })
     )
 }
 
@@ -188,69 +223,96 @@ fn human_ns(ns: f64) -> String {
     }
 }
 
-/// Builds the bench in both checkouts, runs the rounds, prints and stores
-/// the table.
+/// Builds the bench in both checkouts (or the head alone, against a
+/// stored baseline), runs the rounds, prints and stores the table. Also
+/// writes `base.txt` (what the head was compared with) and `compared.txt`
+/// (the benchmark ids compared, one a line) into `--out`.
 pub fn run(args: &Args) -> anyhow::Result<Verdict> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    // The base builds into a target folder of its own: cargo names a
-    // workspace member's artifacts by its path relative to the workspace
-    // root and judges freshness by the files it last built from, so in a
-    // shared folder the base would silently reuse the head's binary.
-    let base_exe = keep(
-        &build(
-            &args.base,
-            &args.base_target,
-            "base",
-            &args.package,
-            &args.bench,
-        )?,
-        &args.out.join("base.bench"),
-    )?;
-    let head_exe = keep(
-        &build(
-            &args.head,
-            &head_target(&args.head),
-            "head",
-            &args.package,
-            &args.bench,
-        )?,
-        &args.out.join("head.bench"),
-    )?;
-    let mut base: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut head: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for round in 0..args.rounds {
-        // ABBA order: neither side always runs first (warmer caches,
-        // frequency boost, a neighbour's burst).
-        let order = if round % 2 == 0 {
-            [("base", &base_exe), ("head", &head_exe)]
-        } else {
-            [("head", &head_exe), ("base", &base_exe)]
-        };
-        for (side, exe) in order {
-            let home = args.out.join(format!("round-{round}")).join(side);
-            let _ = std::fs::remove_dir_all(&home);
-            run_bench(exe, &home, args)
-                .with_context(|| format!("round {round}, {side}: running {}", exe.display()))?;
-            let medians = read_medians(&home)?;
-            let into = if side == "base" { &mut base } else { &mut head };
-            for (id, ns) in medians {
-                into.entry(id).or_default().push(ns);
-            }
-        }
-        eprintln!("bench-gate: round {} of {} done", round + 1, args.rounds);
+    for stale in ["base.txt", "compared.txt"] {
+        let _ = std::fs::remove_file(args.out.join(stale));
     }
-    let comparisons: Vec<Comparison> = head
-        .into_iter()
-        .filter_map(|(id, head_ns)| {
-            let base_ns = base.remove(&id)?;
-            (base_ns.len() == head_ns.len()).then_some(Comparison {
-                id,
-                base_ns,
-                head_ns,
-            })
-        })
-        .collect();
+    let head_exe = || {
+        keep(
+            &build(
+                &args.head,
+                &head_target(&args.head),
+                "head",
+                &args.package,
+                &args.bench,
+            )?,
+            &args.out.join("head.bench"),
+        )
+    };
+    let (label, settings, base, head) = match (&args.base, &args.stored) {
+        (Some(base_dir), _) => {
+            // The base builds into a target folder of its own: cargo names a
+            // workspace member's artifacts by its path relative to the
+            // workspace root and judges freshness by the files it last built
+            // from, so in a shared folder the base would silently reuse the
+            // head's binary.
+            let base_exe = keep(
+                &build(
+                    base_dir,
+                    &args.base_target,
+                    "base",
+                    &args.package,
+                    &args.bench,
+                )?,
+                &args.out.join("base.bench"),
+            )?;
+            let head_exe = head_exe()?;
+            let mut sides = rounds(
+                &[("base", base_exe.as_path()), ("head", head_exe.as_path())],
+                args,
+            )?;
+            let head = sides.pop().unwrap_or_default();
+            let base = sides.pop().unwrap_or_default();
+            let label = format!("checkout {}", base_dir.display());
+            let settings = format!("{} interleaved rounds", args.rounds);
+            (label, settings, base, head)
+        }
+        (None, Some(path)) => {
+            let baseline = Baseline::load(path)?;
+            let entry = baseline
+                .find(&args.package, &args.bench, args.filter.as_deref())
+                .ok_or_else(|| GateError::NotStored {
+                    file: path.clone(),
+                    bench: args.bench.clone(),
+                    package: args.package.clone(),
+                    filter: args.filter.clone(),
+                })?;
+            let mut label = baseline.describe();
+            let differences = Machine::current().differences(&baseline.machine);
+            if !differences.is_empty() {
+                label.push_str(&format!(" -- NOT THIS MACHINE: {}", differences.join(", ")));
+            }
+            let rustc = rustc_version(&args.head)?;
+            if rustc != baseline.rustc {
+                label.push_str(&format!(" -- ANOTHER COMPILER: {rustc} here"));
+            }
+            eprintln!("bench-gate: comparing the head with a {label}");
+            let measured = stored_settings(args, entry);
+            let head_exe = head_exe()?;
+            let head = rounds(&[("head", head_exe.as_path())], &measured)?
+                .pop()
+                .unwrap_or_default();
+            let settings = format!(
+                "{} rounds of the head now against {} stored rounds",
+                measured.rounds, entry.rounds
+            );
+            (label, settings, entry.medians_ns.clone(), head)
+        }
+        (None, None) => bail!("neither --base nor --stored"),
+    };
+    let (comparisons, unmatched) = pair(base, head);
+    if !unmatched.is_empty() {
+        eprintln!(
+            "bench-gate: not compared (on one side only, or rounds missing): {}",
+            unmatched.join(", ")
+        );
+    }
     if comparisons.is_empty() {
         bail!("no benchmark ran on both sides (filter {:?})", args.filter);
     }
@@ -259,14 +321,20 @@ pub fn run(args: &Args) -> anyhow::Result<Verdict> {
         comparisons,
     };
     let report = format!(
-        "# bench-gate: {} / {}\n\n{} interleaved rounds, threshold {:.2} on head/base.\n\n{}",
+        "# bench-gate: {} / {}\n\nBase: {label}.\n\n{settings}, threshold {:.2} on head/base.\n\n{}",
         args.package,
         args.bench,
-        args.rounds,
         args.threshold,
         verdict.table()
     );
     std::fs::write(args.out.join("gate.md"), &report)?;
+    std::fs::write(args.out.join("base.txt"), format!("{label}\n"))?;
+    let ids: String = verdict
+        .comparisons
+        .iter()
+        .map(|c| format!("{}\n", c.id))
+        .collect();
+    std::fs::write(args.out.join("compared.txt"), ids)?;
     println!("{report}");
     for c in verdict.regressions() {
         println!(
@@ -277,6 +345,161 @@ pub fn run(args: &Args) -> anyhow::Result<Verdict> {
         );
     }
     Ok(verdict)
+}
+
+/// The arguments to measure the head with against `entry`: the stored
+/// rounds' own settings, so both sides differ only in time and code.
+pub fn stored_settings(args: &Args, entry: &Entry) -> Args {
+    Args {
+        rounds: entry.rounds,
+        warm_up: entry.warm_up,
+        measurement: entry.measurement,
+        ..args.clone()
+    }
+}
+
+/// Pairs each benchmark's base and head rounds; also returns the ids
+/// found on one side only or with unequal numbers of rounds.
+pub fn pair(
+    mut base: BTreeMap<String, Vec<f64>>,
+    head: BTreeMap<String, Vec<f64>>,
+) -> (Vec<Comparison>, Vec<String>) {
+    let mut comparisons = Vec::new();
+    let mut unmatched = Vec::new();
+    for (id, head_ns) in head {
+        match base.remove(&id) {
+            Some(base_ns) if base_ns.len() == head_ns.len() => comparisons.push(Comparison {
+                id,
+                base_ns,
+                head_ns,
+            }),
+            _ => unmatched.push(id),
+        }
+    }
+    unmatched.extend(base.into_keys());
+    unmatched.sort();
+    (comparisons, unmatched)
+}
+
+/// Runs `args.rounds` rounds of every side; each side's medians by id,
+/// in the order of `sides`. With two sides the order alternates ABBA:
+/// neither side always runs first (warmer caches, frequency boost, a
+/// neighbour's burst).
+fn rounds(
+    sides: &[(&'static str, &Path)],
+    args: &Args,
+) -> anyhow::Result<Vec<BTreeMap<String, Vec<f64>>>> {
+    let mut found: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(); sides.len()];
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..sides.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (side, exe) = sides[i];
+            let home = args.out.join(format!("round-{round}")).join(side);
+            let _ = std::fs::remove_dir_all(&home);
+            run_bench(exe, &home, args)
+                .with_context(|| format!("round {round}, {side}: running {}", exe.display()))?;
+            for (id, ns) in read_medians(&home)? {
+                found[i].entry(id).or_default().push(ns);
+            }
+        }
+        eprintln!("bench-gate: round {} of {} done", round + 1, args.rounds);
+    }
+    Ok(found)
+}
+
+/// Records the base checkout's rounds into the stored baseline
+/// `--record` names; writes `base.txt` (the baseline's description) and
+/// `compared.txt` (the ids recorded) into `--out` as `run` does.
+pub fn record(args: &Args) -> anyhow::Result<()> {
+    let (Some(path), Some(base_dir), Some(commit), Some(recorded_at)) =
+        (&args.record, &args.base, &args.commit, &args.recorded_at)
+    else {
+        bail!("--record needs --base, --commit and --recorded-at");
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for stale in ["base.txt", "compared.txt"] {
+        let _ = std::fs::remove_file(args.out.join(stale));
+    }
+    let machine = Machine::current();
+    let rustc = rustc_version(base_dir)?;
+    let mut baseline = if path.exists() {
+        Baseline::load(path)?
+    } else {
+        Baseline::new(commit, recorded_at, machine.clone(), &rustc)
+    };
+    // In the base's own target folder, as when comparing (see `run`).
+    let exe = keep(
+        &build(
+            base_dir,
+            &args.base_target,
+            "base",
+            &args.package,
+            &args.bench,
+        )?,
+        &args.out.join("base.bench"),
+    )?;
+    let medians_ns = rounds(&[("base", exe.as_path())], args)?
+        .pop()
+        .unwrap_or_default();
+    if medians_ns.is_empty() {
+        bail!("no benchmark ran (filter {:?})", args.filter);
+    }
+    let mut table =
+        String::from("| benchmark | fastest round | median of rounds |\n|---|---:|---:|\n");
+    for (id, ns) in &medians_ns {
+        let _ = writeln!(
+            table,
+            "| {id} | {} | {} |",
+            human_ns(fastest(ns)),
+            human_ns(median(ns))
+        );
+    }
+    let ids: String = medians_ns.keys().map(|id| format!("{id}\n")).collect();
+    baseline.insert(
+        commit,
+        &machine,
+        Entry {
+            package: args.package.clone(),
+            bench: args.bench.clone(),
+            filter: args.filter.clone(),
+            rounds: args.rounds,
+            warm_up: args.warm_up,
+            measurement: args.measurement,
+            medians_ns,
+        },
+    )?;
+    baseline.save(path)?;
+    std::fs::write(
+        args.out.join("base.txt"),
+        format!("{}\n", baseline.describe()),
+    )?;
+    std::fs::write(args.out.join("compared.txt"), ids)?;
+    println!(
+        "# bench-gate: recorded {} / {}\n\nInto {}: {}.\n\n{} rounds.\n\n{table}",
+        args.package,
+        args.bench,
+        path.display(),
+        baseline.describe(),
+        args.rounds
+    );
+    Ok(())
+}
+
+/// `rustc -V` as cargo would run it in `dir` (toolchain files apply).
+fn rustc_version(dir: &Path) -> anyhow::Result<String> {
+    let output = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned()))
+        .arg("-V")
+        .current_dir(dir)
+        .output()
+        .context("running rustc -V")?;
+    if !output.status.success() {
+        bail!("rustc -V failed: {}", output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn keep(built: &Path, copy: &Path) -> anyhow::Result<PathBuf> {
@@ -492,6 +715,122 @@ mod tests {
             Some(PathBuf::from("/t/release/deps/fold-1234"))
         );
         assert_eq!(executable(messages, "other"), None);
+    }
+
+    #[test]
+    fn pairs_rounds_by_id_and_names_the_rest() {
+        let base = BTreeMap::from([
+            ("a/1".to_owned(), vec![1.0, 2.0]),
+            ("b/1".to_owned(), vec![1.0]),
+            ("only_base/1".to_owned(), vec![1.0, 1.0]),
+        ]);
+        let head = BTreeMap::from([
+            ("a/1".to_owned(), vec![3.0, 4.0]),
+            ("b/1".to_owned(), vec![1.0, 1.0]),
+            ("only_head/1".to_owned(), vec![1.0, 1.0]),
+        ]);
+        let (comparisons, unmatched) = pair(base, head);
+        assert_eq!(
+            comparisons,
+            vec![Comparison {
+                id: "a/1".into(),
+                base_ns: vec![1.0, 2.0],
+                head_ns: vec![3.0, 4.0],
+            }]
+        );
+        assert_eq!(unmatched, vec!["b/1", "only_base/1", "only_head/1"]);
+    }
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        Args::try_parse_from(
+            ["bench-gate", "-p", "button-domain", "--bench", "fold"]
+                .iter()
+                .chain(args),
+        )
+    }
+
+    #[test]
+    fn needs_exactly_one_base_or_stored_baseline() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--base", "b", "--stored", "s.json"]).is_err());
+        assert_eq!(
+            parse(&["--base", "b"]).expect("checkout").base,
+            Some("b".into())
+        );
+        assert_eq!(
+            parse(&["--stored", "s.json"]).expect("stored").stored,
+            Some("s.json".into())
+        );
+    }
+
+    #[test]
+    fn recording_needs_a_checkout_a_commit_and_a_date() {
+        assert!(parse(&["--base", "b", "--record", "s.json"]).is_err());
+        assert!(
+            parse(&[
+                "--stored",
+                "x",
+                "--record",
+                "s.json",
+                "--commit",
+                "c",
+                "--recorded-at",
+                "d"
+            ])
+            .is_err()
+        );
+        let args = parse(&[
+            "--base",
+            "b",
+            "--record",
+            "s.json",
+            "--commit",
+            "c",
+            "--recorded-at",
+            "d",
+        ])
+        .expect("complete");
+        assert_eq!(args.record, Some("s.json".into()));
+    }
+
+    #[test]
+    fn the_head_is_measured_as_the_stored_rounds_were() {
+        let args =
+            parse(&["--stored", "s.json", "--rounds", "9", "--threshold", "1.5"]).expect("ok");
+        let entry = Entry {
+            package: "button-domain".into(),
+            bench: "fold".into(),
+            filter: None,
+            rounds: 6,
+            warm_up: 0.2,
+            measurement: 0.5,
+            medians_ns: BTreeMap::new(),
+        };
+        let measured = stored_settings(&args, &entry);
+        assert_eq!(
+            (
+                measured.rounds,
+                measured.warm_up,
+                measured.measurement,
+                measured.threshold
+            ),
+            (6, 0.2, 0.5, 1.5)
+        );
+    }
+
+    #[test]
+    fn a_stored_baseline_without_the_bench_means_nothing_to_compare() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("baseline.json");
+        Baseline::new("abc", "now", Machine::current(), "rustc")
+            .save(&path)
+            .expect("saved");
+        let mut args = parse(&["--stored", path.to_str().expect("utf-8")]).expect("ok");
+        args.out = dir.path().join("out");
+        let err = run(&args).expect_err("no entry");
+        assert!(base_lacks_bench(&err), "{err:#}");
+        assert!(!args.out.join("compared.txt").exists());
     }
 
     #[test]

@@ -68,6 +68,14 @@ impl Api {
         }
     }
 
+    /// An API over a client the caller tuned (a load generator's pool).
+    pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Api {
+        Api {
+            http,
+            base: base.into(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -77,11 +85,21 @@ impl Api {
     }
 
     pub async fn press(&self) -> Result<Accepted, Rejected> {
+        self.press_with(None).await
+    }
+
+    /// A press, with a solved challenge when the service asks for proof
+    /// of work. `Rejected::status` is 0 when no answer came.
+    pub async fn press_with(&self, pow: Option<serde_json::Value>) -> Result<Accepted, Rejected> {
+        let body = match pow {
+            Some(pow) => serde_json::json!({ "pow": pow }).to_string(),
+            None => "{}".to_owned(),
+        };
         let response = self
             .http
             .post(self.url("/v1/events/press"))
             .header("content-type", "application/json")
-            .body("{}")
+            .body(body)
             .send()
             .await
             .map_err(|e| Rejected {

@@ -27,6 +27,10 @@ pub struct Endpoints {
     pub service_urls: Vec<String>,
     pub reducer_url: String,
     pub database_url: String,
+    /// Where the verdict reads the press topic back from; none when the
+    /// stack's broker cannot be reached from here.
+    pub brokers: Option<String>,
+    pub topic: String,
 }
 
 pub struct Compose {
@@ -55,6 +59,8 @@ impl Driver {
                     service_urls: (0..s.services).map(|i| stack.service_url(i)).collect(),
                     reducer_url: stack.reducer_url(),
                     database_url: stack.database_url(),
+                    brokers: Some(stack.brokers()),
+                    topic: stack.config().topic.clone(),
                 };
                 Ok(Driver::Local(Box::new(AsyncMutex::new(stack)), endpoints))
             }
@@ -72,6 +78,8 @@ impl Driver {
                     .database_url
                     .clone()
                     .context("stack.database_url is required by the external driver")?,
+                brokers: s.brokers.clone(),
+                topic: s.topic.clone(),
             })),
             DriverKind::Compose => {
                 let compose = Compose::up(scenario, run_dir).await?;
@@ -81,6 +89,9 @@ impl Driver {
                         service_urls: vec!["http://127.0.0.1:8080".to_owned()],
                         reducer_url: "http://127.0.0.1:9101".to_owned(),
                         database_url: "postgres://button:button@127.0.0.1:5432/button".to_owned(),
+                        // The compose broker advertises its in-network name.
+                        brokers: s.brokers.clone(),
+                        topic: s.topic.clone(),
                     },
                 ))
             }

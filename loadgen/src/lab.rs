@@ -1,7 +1,7 @@
 //! `loadgen sweep`, `loadgen compare` and `loadgen report`: the workflow
 //! around stored runs.
 
-use crate::run::{RunOptions, print_summary, run};
+use crate::repeat::{Aggregate, run_repeated};
 use crate::scenario::{self, apply_override, sweep_points};
 use anyhow::Context;
 use plotters::prelude::*;
@@ -12,10 +12,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// One point of a sweep; with repeats, the medians of its runs.
 #[derive(Debug, Serialize)]
 struct SweepPoint {
     point: BTreeMap<String, String>,
     run: String,
+    /// Every run of the point (one per repeat).
+    runs: Vec<String>,
     accepted_per_s: f64,
     error_rate: f64,
     press_p99_ms: f64,
@@ -24,6 +27,11 @@ struct SweepPoint {
     press_to_sse_p999_ms: f64,
     lag_peak: f64,
     clean: bool,
+    /// Every run of the point was valid (see `summary::Validity`); a
+    /// point measured while the generator fell behind is drawn hollow.
+    valid: bool,
+    /// Throughput and p50 within ±10% across repeats, p99 within ±20%.
+    spread_within: bool,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -34,7 +42,7 @@ fn value_text(v: &toml::Value) -> String {
 }
 
 /// Runs every point of a scenario's `[sweep]`; returns whether all passed.
-pub async fn sweep(name: &str, out: &Path, quiet: bool) -> anyhow::Result<bool> {
+pub async fn sweep(name: &str, out: &Path, quiet: bool, repeat: u32) -> anyhow::Result<bool> {
     let path = scenario::resolve(name);
     let base = scenario::load(&path)?;
     anyhow::ensure!(!base.sweep.is_empty(), "{}: has no [sweep]", path.display());
@@ -59,27 +67,37 @@ pub async fn sweep(name: &str, out: &Path, quiet: bool) -> anyhow::Result<bool> 
             described.insert(key.clone(), value_text(value));
         }
         eprintln!("point {}/{}: {}", i + 1, points.len(), labels.join(" "));
-        let options = RunOptions {
-            out_dir: out.to_path_buf(),
-            sweep_point: Some(described.clone()),
-            label: Some(labels.join("_")),
-            progress: !quiet,
+        let outcomes = run_repeated(
+            &scenario,
+            out,
+            Some(described.clone()),
+            Some(labels.join("_")),
+            repeat,
+            !quiet,
+        )
+        .await?;
+        let summaries: Vec<&crate::summary::Summary> =
+            outcomes.iter().map(|o| &o.summary).collect();
+        all_passed &= summaries.iter().all(|s| s.passed);
+        let aggregate = Aggregate::of(&summaries);
+        let median = |f: fn(&crate::summary::Summary) -> f64| {
+            crate::repeat::Spread::of(&summaries.iter().map(|s| f(s)).collect::<Vec<_>>(), 1.0)
+                .median
         };
-        let outcome = run(&scenario, &options).await?;
-        print_summary(&outcome.summary, &outcome.dir);
-        let s = &outcome.summary;
-        all_passed &= s.passed;
         results.push(SweepPoint {
             point: described,
-            run: s.run.clone(),
-            accepted_per_s: s.accepted_per_s,
-            error_rate: s.error_rate,
-            press_p99_ms: s.press_latency.p99_ms,
-            press_to_sse_p50_ms: s.press_to_sse.p50_ms,
-            press_to_sse_p99_ms: s.press_to_sse.p99_ms,
-            press_to_sse_p999_ms: s.press_to_sse.p999_ms,
-            lag_peak: s.lag_peak,
-            clean: s.verdict.clean,
+            run: aggregate.runs.first().cloned().unwrap_or_default(),
+            runs: aggregate.runs.clone(),
+            accepted_per_s: aggregate.accepted_per_s.median,
+            error_rate: median(|s| s.error_rate),
+            press_p99_ms: aggregate.press_p99_ms.median,
+            press_to_sse_p50_ms: aggregate.press_to_sse_p50_ms.median,
+            press_to_sse_p99_ms: aggregate.press_to_sse_p99_ms.median,
+            press_to_sse_p999_ms: median(|s| s.press_to_sse.p999_ms),
+            lag_peak: median(|s| s.lag_peak),
+            clean: aggregate.clean,
+            valid: aggregate.valid,
+            spread_within: aggregate.spread_within,
         });
     }
     std::fs::write(
@@ -108,10 +126,10 @@ fn sweep_table(results: &[SweepPoint]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "| {} | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms | lag peak | verdict |",
+        "| {} | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms | lag peak | verdict | validity | repeats |",
         keys.join(" | ")
     );
-    let _ = writeln!(md, "|{}", "---|".repeat(keys.len() + 7));
+    let _ = writeln!(md, "|{}", "---|".repeat(keys.len() + 9));
     for r in results {
         let values: Vec<&str> = keys
             .iter()
@@ -119,7 +137,7 @@ fn sweep_table(results: &[SweepPoint]) -> String {
             .collect();
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
             values.join(" | "),
             r.accepted_per_s,
             r.press_p99_ms,
@@ -127,7 +145,13 @@ fn sweep_table(results: &[SweepPoint]) -> String {
             r.press_to_sse_p99_ms,
             r.press_to_sse_p999_ms,
             r.lag_peak,
-            if r.clean { "clean" } else { "FAILED" }
+            if r.clean { "clean" } else { "FAILED" },
+            if r.valid { "valid" } else { "INVALID" },
+            match (r.runs.len(), r.spread_within) {
+                (0 | 1, _) => "1".to_owned(),
+                (n, true) => format!("{n}, spread ok"),
+                (n, false) => format!("{n}, spread WIDE"),
+            }
         );
     }
     md
@@ -158,7 +182,7 @@ fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
     }
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "sweep: accepted presses/s vs p99 press-to-SSE (ms)",
+            "sweep: accepted presses/s vs p99 press-to-SSE (ms); hollow: invalid",
             ("sans-serif", 18),
         )
         .margin(10)
@@ -175,6 +199,12 @@ fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
         let (x, y) = (r.accepted_per_s, r.press_to_sse_p99_ms);
         if broke(r) {
             chart.draw_series(std::iter::once(Cross::new((x, y), 5, RED.stroke_width(2))))?;
+        } else if !r.valid {
+            chart.draw_series(std::iter::once(Circle::new(
+                (x, y),
+                5,
+                BLUE.stroke_width(2),
+            )))?;
         } else {
             chart.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
         }
@@ -211,7 +241,7 @@ fn rate_lines(
     let y_max = p99().fold(1.0, f64::max) * 1.5;
     let mut chart = ChartBuilder::on(root)
         .caption(
-            "accepted presses/s vs p99 press-to-SSE, a line per tuning through its rates",
+            "accepted/s vs p99 press-to-SSE, a line per tuning; hollow: invalid",
             ("sans-serif", 17),
         )
         .margin(10)
@@ -265,11 +295,14 @@ fn rate_lines(
             let at = (r.accepted_per_s, r.press_to_sse_p99_ms);
             if broke(r) {
                 chart.draw_series(std::iter::once(Cross::new(at, 5, RED.stroke_width(2))))?;
+            } else if !r.valid {
+                // Hollow: the generator or the machine, not the stack, set it.
+                chart.draw_series(std::iter::once(Circle::new(at, 5, color.stroke_width(2))))?;
             } else {
                 chart.draw_series(std::iter::once(Circle::new(at, 4, color.filled())))?;
             }
             chart.draw_series(std::iter::once(Text::new(
-                format!("{rate}/s"),
+                format!("{rate}/s{}", if r.valid { "" } else { " (invalid)" }),
                 at,
                 ("sans-serif", 10),
             )))?;
@@ -433,11 +466,90 @@ pub fn compare_page(runs: &[String], experiments: &Path, file: &str) -> anyhow::
     Ok(path)
 }
 
+/// What a run exercises: a run whose commit differs from HEAD in any of
+/// these measured other code than HEAD's.
+const EXERCISED: &[&str] = &[
+    "Cargo.lock",
+    "Cargo.toml",
+    "migrations",
+    "domain/src",
+    "domain/Cargo.toml",
+    "store/src",
+    "store/Cargo.toml",
+    "infra/src",
+    "infra/Cargo.toml",
+    "service/src",
+    "service/Cargo.toml",
+    "reducer/src",
+    "reducer/Cargo.toml",
+    "stack/src",
+    "stack/Cargo.toml",
+    "client/src",
+    "client/Cargo.toml",
+    "loadgen/src",
+    "loadgen/build.rs",
+    "loadgen/Cargo.toml",
+];
+
+/// Decides which stored runs measured HEAD's code.
+pub struct Freshness {
+    head: Option<String>,
+    by_commit: BTreeMap<String, Option<String>>,
+}
+
+impl Freshness {
+    pub fn at_head() -> Freshness {
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        Freshness {
+            head,
+            by_commit: BTreeMap::new(),
+        }
+    }
+
+    /// Why a run (its `meta.json`) is stale; none when it measured HEAD's
+    /// code.
+    pub fn stale_reason(&mut self, meta: &Value) -> Option<String> {
+        if meta.get("git_dirty").and_then(Value::as_bool) == Some(true) {
+            return Some("run from a tree with uncommitted changes".to_owned());
+        }
+        let Some(commit) = meta.get("git_commit").and_then(Value::as_str) else {
+            return Some("no commit recorded".to_owned());
+        };
+        let head = self.head.clone()?;
+        if commit == head {
+            return None;
+        }
+        self.by_commit
+            .entry(commit.to_owned())
+            .or_insert_with(|| {
+                let status = std::process::Command::new("git")
+                    .args(["diff", "--quiet", commit, &head, "--"])
+                    .args(EXERCISED)
+                    .status();
+                let short = &commit[..commit.len().min(10)];
+                match status.ok().and_then(|s| s.code()) {
+                    Some(0) => None,
+                    Some(1) => Some(format!(
+                        "commit {short} differs from HEAD in the code it runs"
+                    )),
+                    _ => Some(format!("commit {short} is not in this clone")),
+                }
+            })
+            .clone()
+    }
+}
+
 /// Regenerates the generated sections of SCALE.md (between
 /// `<!-- report:NAME -->` and `<!-- /report:NAME -->`) from stored runs.
 pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     let mut runs: Vec<(String, Value, Value)> = Vec::new();
     let mut sweeps: Vec<(String, Value)> = Vec::new();
+    let mut repeats: Vec<(String, Value)> = Vec::new();
     let mut names: Vec<PathBuf> = std::fs::read_dir(experiments)
         .with_context(|| format!("reading {}", experiments.display()))?
         .flatten()
@@ -453,6 +565,8 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
             .to_owned();
         if let Ok(text) = std::fs::read_to_string(dir.join("sweep.json")) {
             sweeps.push((name, serde_json::from_str(&text)?));
+        } else if let Ok(text) = std::fs::read_to_string(dir.join("repeat.json")) {
+            repeats.push((name, serde_json::from_str(&text)?));
         } else if dir.join("summary.json").is_file() && dir.join("scenario.toml").is_file() {
             let meta = std::fs::read_to_string(dir.join("meta.json"))
                 .ok()
@@ -460,8 +574,47 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
             runs.push((name, load_summary(&dir)?, meta.unwrap_or(Value::Null)));
         }
     }
+    // Headline tables come from runs of HEAD's code only; the others are
+    // listed with the reason.
+    let mut freshness = Freshness::at_head();
+    let mut stale: Vec<(String, String)> = Vec::new();
+    let mut stale_names = std::collections::BTreeSet::new();
+    runs.retain(|(name, _, meta)| match freshness.stale_reason(meta) {
+        Some(reason) => {
+            stale.push((name.clone(), reason));
+            stale_names.insert(name.clone());
+            false
+        }
+        None => true,
+    });
+    sweeps.retain(|(name, points)| {
+        let first = points
+            .pointer("/0/run")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let fresh = !first.is_empty()
+            && !stale_names.contains(first)
+            && runs.iter().any(|(n, _, _)| n == first);
+        if !fresh {
+            stale.push((name.clone(), "its runs are stale".to_owned()));
+        }
+        fresh
+    });
     let mut sections = BTreeMap::new();
+    sections.insert("stale", stale_section(&stale));
     sections.insert("runs", runs_table(&runs));
+    repeats.retain(|(_, r)| {
+        r.get("runs")
+            .and_then(Value::as_array)
+            .is_some_and(|names| {
+                !names.is_empty()
+                    && names.iter().all(|n| {
+                        n.as_str()
+                            .is_some_and(|n| runs.iter().any(|(run, _, _)| run == n))
+                    })
+            })
+    });
+    sections.insert("repeats", repeats_section(&repeats));
     sections.insert("knee", knee_section(&runs));
     sections.insert("spike", spike_section(&runs));
     sections.insert("faults", faults_section(&runs));
@@ -494,6 +647,81 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn stale_section(stale: &[(String, String)]) -> String {
+    if stale.is_empty() {
+        return "None: every stored run measured the code at HEAD.\n".to_owned();
+    }
+    let mut md = format!(
+        "{} stored runs and sweeps measured other code than HEAD's and are left out of the tables above:\n\n| run | why stale |\n|---|---|\n",
+        stale.len()
+    );
+    for (name, reason) in stale {
+        let _ = writeln!(md, "| `{name}` | {reason} |");
+    }
+    md
+}
+
+/// Every fresh repeated run's aggregate: medians with their spread.
+fn repeats_section(repeats: &[(String, Value)]) -> String {
+    if repeats.is_empty() {
+        return "No repeated run of HEAD's code stored yet.\n".to_owned();
+    }
+    let mut md = String::from(
+        "| repeats | scenario | n | accepted/s | press p50 ms | press p99 ms | to SSE p50 ms | to SSE p99 ms | knee/s | spread | verdicts | validity |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let spread = |r: &Value, key: &str, digits: usize| -> String {
+        match (
+            r.pointer(&format!("/{key}/median")).and_then(Value::as_f64),
+            r.pointer(&format!("/{key}/min")).and_then(Value::as_f64),
+            r.pointer(&format!("/{key}/max")).and_then(Value::as_f64),
+        ) {
+            (Some(m), Some(lo), Some(hi)) => format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})"),
+            _ => "-".to_owned(),
+        }
+    };
+    for (name, r) in repeats {
+        let point = r
+            .get("sweep_point")
+            .and_then(Value::as_object)
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|p| !p.is_empty())
+            .map_or(String::new(), |p| format!(" ({p})"));
+        let _ = writeln!(
+            md,
+            "| `{name}` | {}{point} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.get("scenario").and_then(Value::as_str).unwrap_or("?"),
+            r.get("runs").and_then(Value::as_array).map_or(0, Vec::len),
+            spread(r, "accepted_per_s", 0),
+            spread(r, "press_p50_ms", 2),
+            spread(r, "press_p99_ms", 2),
+            spread(r, "press_to_sse_p50_ms", 2),
+            spread(r, "press_to_sse_p99_ms", 2),
+            spread(r, "knee_per_s", 0),
+            if r.get("spread_within").and_then(Value::as_bool) == Some(true) {
+                "within ±10% / ±20%"
+            } else {
+                "WIDE"
+            },
+            if r.get("clean").and_then(Value::as_bool) == Some(true) {
+                "all clean"
+            } else {
+                "NOT all clean"
+            },
+            if r.get("valid").and_then(Value::as_bool) == Some(true) {
+                "all valid"
+            } else {
+                "NOT all valid"
+            },
+        );
+    }
+    md
+}
+
 fn num(v: &Value, pointer: &str) -> String {
     v.pointer(pointer)
         .and_then(Value::as_f64)
@@ -506,6 +734,24 @@ fn num(v: &Value, pointer: &str) -> String {
         })
 }
 
+fn validity(v: &Value) -> String {
+    match v.pointer("/validity/valid").and_then(Value::as_bool) {
+        Some(true) => "valid".to_owned(),
+        Some(false) => format!(
+            "INVALID: {}",
+            v.pointer("/validity/reasons")
+                .and_then(Value::as_array)
+                .map(|r| r
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
+        ),
+        None => "not judged".to_owned(),
+    }
+}
+
 fn verdict(v: &Value) -> &'static str {
     if v.pointer("/verdict/clean").and_then(Value::as_bool) == Some(true) {
         "clean"
@@ -516,7 +762,7 @@ fn verdict(v: &Value) -> &'static str {
 
 fn runs_table(runs: &[(String, Value, Value)]) -> String {
     let mut md = String::from(
-        "| run | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms | fan-out p99 ms | lag peak | lost | dup | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | accepted/s | press p99 ms | to SSE p50 ms | to SSE p99 ms | to SSE p99.9 ms | fan-out p99 ms | lag peak | lost | dup | verdict | validity |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (name, s, _) in runs
         .iter()
@@ -524,7 +770,7 @@ fn runs_table(runs: &[(String, Value, Value)]) -> String {
     {
         let _ = writeln!(
             md,
-            "| `{name}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| `{name}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(s, "/accepted_per_s"),
             num(s, "/press_latency/p99_ms"),
             num(s, "/press_to_sse/p50_ms"),
@@ -534,7 +780,8 @@ fn runs_table(runs: &[(String, Value, Value)]) -> String {
             num(s, "/lag_peak"),
             num(s, "/verdict/lost"),
             num(s, "/verdict/duplicated"),
-            verdict(s)
+            verdict(s),
+            validity(s)
         );
     }
     if let Some((_, _, meta)) = runs.last() {
@@ -676,7 +923,7 @@ fn soak_section(runs: &[(String, Value, Value)], experiments: &Path) -> String {
     }) else {
         return "No soak run stored yet.\n".to_owned();
     };
-    let rows = crate::report::read_timeseries(&experiments.join(name).join("timeseries.csv"));
+    let rows = crate::sample::read_columns(&experiments.join(name).join("timeseries.csv"));
     let t = rows.get("t_s").cloned().unwrap_or_default();
     // The mean over one minute from `from_s`, skipping empty samples.
     let minute = |column: &str, from_s: f64| -> String {
@@ -829,6 +1076,10 @@ fn sweep_section(
             Some(SweepPoint {
                 point: serde_json::from_value(p.get("point")?.clone()).ok()?,
                 run: p.get("run")?.as_str()?.to_owned(),
+                runs: p
+                    .get("runs")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok())
+                    .unwrap_or_default(),
                 accepted_per_s: p.get("accepted_per_s")?.as_f64()?,
                 error_rate: p.get("error_rate")?.as_f64()?,
                 press_p99_ms: p.get("press_p99_ms")?.as_f64()?,
@@ -837,6 +1088,12 @@ fn sweep_section(
                 press_to_sse_p999_ms: p.get("press_to_sse_p999_ms")?.as_f64()?,
                 lag_peak: p.get("lag_peak")?.as_f64()?,
                 clean: p.get("clean")?.as_bool()?,
+                // Sweeps stored before validity was judged say nothing.
+                valid: p.get("valid").and_then(Value::as_bool).unwrap_or(false),
+                spread_within: p
+                    .get("spread_within")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
             })
         })
         .collect();
@@ -957,6 +1214,7 @@ mod tests {
             ]
             .into(),
             run: format!("run-{rate}-{batch}"),
+            runs: vec![format!("run-{rate}-{batch}")],
             accepted_per_s: accepted,
             error_rate: 0.0,
             press_p99_ms: p99,
@@ -965,6 +1223,8 @@ mod tests {
             press_to_sse_p999_ms: p99,
             lag_peak: 0.0,
             clean,
+            valid: true,
+            spread_within: true,
         }
     }
 

@@ -1,19 +1,44 @@
-//! The lab's command line.
+//! The lab's command line. Its promise: a stored run says whether its
+//! figures are the stack's (validity), whether every accepted press was
+//! counted exactly once (matched by identity), and how it can be re-run.
 //!
-//! - `loadgen stack up`: a local stack on free ports (see `button-stack`),
-//!   a few presses, and the live state as it changes, until Ctrl-C.
-//! - `loadgen probe`: a burst of presses through a local stack, stored
-//!   with its latency, drain time and exactly-once verdict.
+//! A run (`loadgen run`, [`run`]) is a pipeline of stages, each its own
+//! module with a narrow input and output:
+//!
+//! | stage | modules | in → out |
+//! |---|---|---|
+//! | stack | [`driver`] | scenario → endpoints, pids, faults |
+//! | schedule | [`schedule`] | scenario → [`schedule::Plan`] (when each press is due) |
+//! | load | [`load`] | plan → presses, into the [`recorder::Recorder`] |
+//! | observe | [`observe`] (SSE listeners), [`sample`] (per-second rows, `timeseries.csv`), [`faults`] | stack → recorder, rows |
+//! | drain | [`run`] | database → the newest state covering every 202 |
+//! | judge | [`verdict`] + [`topic`] (exactly once, by identity), [`summary`] (validity, cost per press, knee, asserts) | recorder, rows, topic → [`summary::Summary`] |
+//! | store | [`store`], [`report`] | summary → the run's folder, the terminal table |
+//!
+//! Around single runs: [`repeat`] (`--repeat N`, the spread of repeats),
+//! [`lab`] (sweeps, `compare`, `report` → SCALE.md, HTML pages), [`probe`]
+//! (a burst per broker engine), `stack up` (a local stack to poke by hand).
+//! [`scenario`] parses what a person types; [`measure`] holds the
+//! HdrHistogram series; [`meta`] says where and with what a run ran.
 
 pub mod driver;
+pub mod faults;
 pub mod lab;
+pub mod load;
 pub mod measure;
 pub mod meta;
+pub mod observe;
 pub mod probe;
+pub mod recorder;
+pub mod repeat;
 pub mod report;
 pub mod run;
 pub mod sample;
 pub mod scenario;
+pub mod schedule;
+pub mod store;
+pub mod summary;
+pub mod topic;
 pub mod verdict;
 
 use anyhow::Context;
@@ -50,6 +75,10 @@ pub enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Runs the scenario N times, each on a fresh stack, and stores an
+        /// aggregate with the spread (min / median / max).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
     },
     /// Runs every point of a scenario's [sweep] and stores a table and chart.
     Sweep {
@@ -58,6 +87,10 @@ pub enum Command {
         out: std::path::PathBuf,
         #[arg(long)]
         quiet: bool,
+        /// Runs every point N times (each on a fresh stack); the table and
+        /// chart show the median and the spread.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
     },
     /// Two stored runs side by side (folder names under experiments/ or paths).
     Compare {
@@ -132,7 +165,13 @@ pub enum StackAction {
     Down,
 }
 
-async fn run_scenario(name: &str, out: std::path::PathBuf, quiet: bool) -> anyhow::Result<()> {
+/// Whether every run passed (verdict clean, asserts met).
+async fn run_scenario(
+    name: &str,
+    out: std::path::PathBuf,
+    quiet: bool,
+    repeat: u32,
+) -> anyhow::Result<bool> {
     let path = scenario::resolve(name);
     let scenario = scenario::load(&path)?;
     anyhow::ensure!(
@@ -140,18 +179,8 @@ async fn run_scenario(name: &str, out: std::path::PathBuf, quiet: bool) -> anyho
         "{}: has a [sweep]; use `loadgen sweep`",
         path.display()
     );
-    let options = run::RunOptions {
-        out_dir: out,
-        sweep_point: None,
-        label: None,
-        progress: !quiet,
-    };
-    let outcome = run::run(&scenario, &options).await?;
-    run::print_summary(&outcome.summary, &outcome.dir);
-    if !outcome.summary.passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    let outcomes = repeat::run_repeated(&scenario, &out, None, None, repeat, !quiet).await?;
+    Ok(outcomes.iter().all(|o| o.summary.passed))
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -196,14 +225,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             scenario,
             out,
             quiet,
-        } => run_scenario(&scenario, out, quiet).await,
+            repeat,
+        } => {
+            if !run_scenario(&scenario, out, quiet, repeat).await? {
+                anyhow::bail!("a run failed its verdict or an assert (see above)");
+            }
+            Ok(())
+        }
         Command::Sweep {
             scenario,
             out,
             quiet,
+            repeat,
         } => {
-            if !lab::sweep(&scenario, &out, quiet).await? {
-                std::process::exit(1);
+            if !lab::sweep(&scenario, &out, quiet, repeat).await? {
+                anyhow::bail!("a sweep point failed its verdict or an assert (see above)");
             }
             Ok(())
         }

@@ -1,22 +1,55 @@
-//! `report.md` and its SVG charts, written beside the run's data so a
+//! The store stage's readable output: the terminal summary and
+//! `report.md` with its SVG charts, written beside the run's data so a
 //! person can read a run without tools.
 
 use crate::measure::Percentiles;
-use crate::run::Summary;
+use crate::meta::Meta;
 use crate::scenario::Scenario;
+use crate::summary::Summary;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// "release (opt-level 3)", or a warning for unoptimised builds and runs
+/// stored before the build was recorded.
+pub fn build_text(meta: &Meta) -> String {
+    match &meta.build {
+        Some(b) if b.optimised() => format!("{} build (opt-level {})", b.profile, b.opt_level),
+        Some(b) => format!(
+            "DEV BUILD (opt-level {}): not a measurement of the design",
+            b.opt_level
+        ),
+        None => "build not recorded".to_owned(),
+    }
+}
+
+/// The cost of a press by process, largest first: `service 41.2, broker 28.0, …`.
+pub fn cost_text(s: &Summary) -> String {
+    let mut cost: Vec<(&String, &f64)> = s.cost_us_per_press.iter().collect();
+    cost.sort_by(|a, b| b.1.total_cmp(a.1));
+    cost.iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn target_text(p: &crate::summary::PhaseSummary) -> String {
+    p.rate.map_or_else(
+        || format!("{} users", p.users.unwrap_or(0)),
+        |r| format!("{r}/s"),
+    )
+}
+
 pub fn write(
     dir: &Path,
     scenario: &Scenario,
     s: &Summary,
+    meta: &Meta,
     press_to_sse: &Histogram<u64>,
     press: &Histogram<u64>,
 ) -> anyhow::Result<()> {
-    let rows = read_timeseries(&dir.join("timeseries.csv"));
+    let rows = crate::sample::read_columns(&dir.join("timeseries.csv"));
     percentile_chart(
         &dir.join("latency.svg"),
         &[("press to SSE", press_to_sse), ("press", press)],
@@ -24,28 +57,47 @@ pub fn write(
     let faults: Vec<f64> = s.faults.iter().map(|f| f.at_s).collect();
     timeline_chart(&dir.join("timeline.svg"), &rows, &faults)?;
     lag_chart(&dir.join("lag.svg"), &rows, &faults)?;
+    cpu_chart(&dir.join("cpu.svg"), &rows)?;
+    std::fs::write(dir.join("report.md"), markdown(scenario, s, meta)?)?;
+    Ok(())
+}
 
+pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result<String> {
     let mut md = String::new();
-    writeln!(md, "# {}\n", s.run)?;
+    writeln!(
+        md,
+        "# {}
+",
+        s.run
+    )?;
     if !scenario.description.is_empty() {
-        writeln!(md, "{}\n", scenario.description)?;
+        writeln!(
+            md,
+            "{}
+",
+            scenario.description
+        )?;
     }
     writeln!(
         md,
-        "Scenario `{}`, {:.0} s of load, started {}; {}. Machine and versions: `meta.json`; the resolved scenario: `scenario.toml`.\n",
+        "Scenario `{}`, {:.0} s of load ({:.0} s steady), started {}; {}; {}. Machine and versions: `meta.json`; the resolved scenario: `scenario.toml`.\n",
         s.scenario,
         s.load_s,
+        s.steady_s,
         s.started_at,
-        s.guards.describe()
+        s.guards.describe(),
+        build_text(meta),
     )?;
+    writeln!(md, "**Validity: {}.**\n", s.validity.describe())?;
     writeln!(
         md,
-        "| sent | accepted | accepted/s | errors | error rate | lag peak | drain |"
+        "| planned | sent | accepted | accepted/s (steady) | errors | error rate | lag peak | drain |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     writeln!(
         md,
-        "| {} | {} | {:.1} | {:?} | {:.4} | {} | {} |\n",
+        "| {} | {} | {} | {:.1} | {:?} | {:.4} | {} | {} |\n",
+        s.planned,
         s.sent,
         s.accepted,
         s.accepted_per_s,
@@ -57,58 +109,57 @@ pub fn write(
     )?;
     writeln!(
         md,
-        "| latency (ms) | count | p50 | p90 | p99 | p99.9 | max |"
+        "| latency (ms, steady phases) | count | p50 | p90 | p99 | p99.9 | max |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
     for (name, p) in [
         ("press (from due time)", &s.press_latency),
         ("press to SSE", &s.press_to_sse),
-        ("commit to client", &s.fanout),
+        ("commit to client (whole run)", &s.fanout),
+        ("send start behind schedule", &s.schedule_lag),
     ] {
         writeln!(md, "{}", latency_row(name, p))?;
     }
-    if s.phases.len() > 1 {
+    if !s.cost_us_per_press.is_empty() {
         writeln!(
             md,
-            "\n| phase | target | accepted/s | press p99 | to SSE p50 | to SSE p99 | to SSE p99.9 |\n|---|---|---|---|---|---|---|"
+            "\nCPU-µs per accepted press (steady phases): {}.",
+            cost_text(s)
         )?;
-        for p in &s.phases {
-            let target = p.rate.map_or_else(
-                || format!("{} users", p.users.unwrap_or(0)),
-                |r| format!("{r}/s"),
-            );
-            writeln!(
-                md,
-                "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                p.name,
-                target,
-                p.accepted_per_s,
-                p.press_latency.p99_ms,
-                p.press_to_sse.p50_ms,
-                p.press_to_sse.p99_ms,
-                p.press_to_sse.p999_ms
-            )?;
-        }
+    }
+    writeln!(
+        md,
+        "\n| phase | target | planned | sent on time | accepted/s | press p99 | to SSE p50 | to SSE p99 | send lag p99 | validity |\n|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for p in &s.phases {
+        writeln!(
+            md,
+            "| {}{} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            p.name,
+            if p.warmup { " (warm-up)" } else { "" },
+            target_text(p),
+            p.planned,
+            p.sent_on_time,
+            p.accepted_per_s,
+            p.press_latency.p99_ms,
+            p.press_to_sse.p50_ms,
+            p.press_to_sse.p99_ms,
+            p.schedule_lag.p99_ms,
+            p.validity.describe()
+        )?;
     }
     if let Some(knee) = s.knee_per_s {
         writeln!(
             md,
-            "\nKnee: **{knee} presses/s**, the highest rate meeting the p99 press-to-SSE limit with every press accepted."
+            "\nKnee: **{knee} presses/s**, the highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted."
         )?;
     }
     let v = &s.verdict;
     writeln!(
         md,
-        "\n**Exactly once: {}.** Accepted {}, counter {} → {} (counted {}), lost {}, duplicated {}, last SSE frame {}.\n",
+        "\n**Exactly once: {}.** {}\n",
         if v.clean { "clean" } else { "FAILED" },
-        v.accepted,
-        v.counter_before,
-        v.counter_after,
-        v.counter_after - v.counter_before,
-        v.lost,
-        v.duplicated,
-        v.sse_last_counter
-            .map_or("none".to_owned(), |c| c.to_string())
+        v.describe()
     )?;
     if !s.faults.is_empty() {
         writeln!(
@@ -123,6 +174,24 @@ pub fn write(
                 f.action,
                 f.target,
                 if f.ok { "yes" } else { f.detail.as_str() }
+            )?;
+        }
+        writeln!(md)?;
+    }
+    if !s.fault_impact.is_empty() {
+        writeln!(
+            md,
+            "| fault | recovery | refused | longest SSE gap |\n|---|---|---|---|"
+        )?;
+        for i in &s.fault_impact {
+            writeln!(
+                md,
+                "| {} | {} | {} | {:.1} s |",
+                i.fault,
+                i.recovery_s
+                    .map_or("never".to_owned(), |r| format!("{r:.1} s")),
+                i.refused,
+                i.longest_sse_gap_s
             )?;
         }
         writeln!(md)?;
@@ -143,14 +212,126 @@ pub fn write(
     }
     writeln!(
         md,
-        "![latency percentiles](latency.svg)\n\n![throughput and p99 over time](timeline.svg)\n\n![consumer lag](lag.svg)\n"
+        "![latency percentiles](latency.svg)\n\n![throughput and p99 over time](timeline.svg)\n\n![consumer lag](lag.svg)\n\n![CPU by process](cpu.svg)\n"
     )?;
     writeln!(
         md,
         "Data: `summary.json`, `timeseries.csv`, `*.hlog` (HdrHistogram interval logs, µs), `*.hgrm` (percentile tables, ms)."
     )?;
-    std::fs::write(dir.join("report.md"), md)?;
-    Ok(())
+    Ok(md)
+}
+
+/// The end-of-run table on the terminal.
+pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
+    let row = |name: &str, p: &Percentiles| {
+        println!(
+            "  {name:<18} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+        )
+    };
+    println!(
+        "\n{}  ({:.0} s of load, {:.0} s steady; {}; {})",
+        s.run,
+        s.load_s,
+        s.steady_s,
+        s.guards.describe(),
+        build_text(meta)
+    );
+    println!(
+        "  planned {}  sent {}  accepted {} ({:.1}/s steady)  errors {:?}  lag peak {}  drain {}",
+        s.planned,
+        s.sent,
+        s.accepted,
+        s.accepted_per_s,
+        s.errors,
+        s.lag_peak,
+        s.drain_s
+            .map_or("never".to_owned(), |d| format!("{d:.2} s"))
+    );
+    println!(
+        "  {:<18} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    row("press", &s.press_latency);
+    row("press to SSE", &s.press_to_sse);
+    row("commit to client", &s.fanout);
+    row("send behind plan", &s.schedule_lag);
+    if !s.cost_us_per_press.is_empty() {
+        println!("  CPU-µs per press:  {}", cost_text(s));
+    }
+    println!(
+        "  {:<16} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}  validity",
+        "phase", "target", "planned", "ok/s", "press p99", "SSE p99", "lag p99"
+    );
+    for p in &s.phases {
+        println!(
+            "  {:<16} {:>8} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>9.2}  {}",
+            if p.warmup {
+                format!("{} (warm)", p.name)
+            } else {
+                p.name.clone()
+            },
+            target_text(p),
+            p.planned,
+            p.accepted_per_s,
+            p.press_latency.p99_ms,
+            p.press_to_sse.p99_ms,
+            p.schedule_lag.p99_ms,
+            p.validity.describe()
+        );
+    }
+    if let Some(knee) = s.knee_per_s {
+        println!(
+            "  knee: {knee} presses/s (highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted)"
+        );
+    }
+    let v = &s.verdict;
+    println!(
+        "  exactly once: {} -> {}",
+        v.describe(),
+        if v.clean { "CLEAN" } else { "FAILED" }
+    );
+    println!("  validity: {}", s.validity.describe());
+    for f in &s.faults {
+        println!(
+            "  fault at {:>6.1} s: {} {} {}",
+            f.at_s,
+            f.action,
+            f.target,
+            if f.ok { "" } else { &f.detail }
+        );
+    }
+    for i in &s.fault_impact {
+        println!(
+            "  {}: recovered {}, {} presses refused meanwhile, longest SSE gap {:.1} s",
+            i.fault,
+            i.recovery_s
+                .map_or("never (within the run)".to_owned(), |r| format!(
+                    "{r:.1} s after"
+                )),
+            i.refused,
+            i.longest_sse_gap_s
+        );
+    }
+    for a in &s.asserts {
+        println!(
+            "  assert {:<22} limit {:>10.3} actual {:>10}  {}",
+            a.name,
+            a.limit,
+            a.actual.map_or("n/a".to_owned(), |v| format!("{v:.3}")),
+            if a.passed { "ok" } else { "FAILED" }
+        );
+    }
+    println!(
+        "  {}{}  stored in {}",
+        if s.passed { "PASSED" } else { "FAILED" },
+        if s.validity.valid {
+            ""
+        } else {
+            " (INVALID as a measurement)"
+        },
+        dir.display()
+    );
 }
 
 pub fn latency_row(name: &str, p: &Percentiles) -> String {
@@ -158,28 +339,6 @@ pub fn latency_row(name: &str, p: &Percentiles) -> String {
         "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
         p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
     )
-}
-
-/// Columns of `timeseries.csv` by name, one vector per column.
-pub fn read_timeseries(path: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
-    let mut columns = std::collections::BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return columns;
-    };
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else {
-        return columns;
-    };
-    let names: Vec<&str> = header.split(',').collect();
-    for line in lines {
-        for (name, value) in names.iter().zip(line.split(',')) {
-            columns
-                .entry((*name).to_owned())
-                .or_insert_with(Vec::new)
-                .push(value.parse().unwrap_or(f64::NAN));
-        }
-    }
-    columns
 }
 
 fn percentile_chart(path: &Path, series: &[(&str, &Histogram<u64>)]) -> anyhow::Result<()> {
@@ -307,5 +466,53 @@ fn time_series(
         color.stroke_width(2),
     ))?;
     chart.draw_series(fault_lines(faults, y_max))?;
+    Ok(())
+}
+
+/// CPU of every process over time, % of one core.
+fn cpu_chart(
+    path: &Path,
+    rows: &std::collections::BTreeMap<String, Vec<f64>>,
+) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (800, 320)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let t = rows.get("t_s").cloned().unwrap_or_default();
+    let series: Vec<(&str, &Vec<f64>)> = rows
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_suffix("_cpu_pct")?, v)))
+        .collect();
+    let x_max = t.iter().copied().fold(1.0, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(10.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("CPU by process (% of one core)", ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(25)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart.configure_mesh().x_desc("s").draw()?;
+    for (i, (name, values)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                t.iter()
+                    .copied()
+                    .zip(values.iter().copied())
+                    .filter(|(_, v)| v.is_finite()),
+                color.stroke_width(2),
+            ))?
+            .label(name.to_owned())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
     Ok(())
 }

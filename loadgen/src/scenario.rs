@@ -57,6 +57,41 @@ pub struct Scenario {
     /// The service-level objective that defines the knee of a ramp.
     #[serde(default)]
     pub knee: Option<Knee>,
+    /// When a run measured the load generator or a busy machine rather
+    /// than the stack.
+    #[serde(default)]
+    pub validity: ValidityLimits,
+}
+
+/// Limits past which a phase's figures are not the stack's: the run is
+/// stored and marked invalid with the reason.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidityLimits {
+    /// Sends started before the phase's planned end, over planned.
+    pub min_sent_ratio: f64,
+    /// How late sends may start against their due time (p99, ms).
+    pub max_schedule_lag_p99_ms: f64,
+    /// The load generator's mean CPU over a phase, in % of the cores it
+    /// may use (its runtime's worker threads).
+    pub max_generator_cpu_pct: f64,
+    /// Mean steal time over a phase, % of the machine.
+    pub max_steal_pct: f64,
+    /// Mean CPU of processes outside the stack and the load generator,
+    /// % of the machine.
+    pub max_foreign_pct: f64,
+}
+
+impl Default for ValidityLimits {
+    fn default() -> Self {
+        ValidityLimits {
+            min_sent_ratio: 0.99,
+            max_schedule_lag_p99_ms: 10.0,
+            max_generator_cpu_pct: 90.0,
+            max_steal_pct: 5.0,
+            max_foreign_pct: 5.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +125,11 @@ pub struct StackSection {
     pub service_url: Option<String>,
     pub reducer_url: Option<String>,
     pub database_url: Option<String>,
+    /// Bootstrap servers the verdict reads the press topic from (external
+    /// and compose drivers; the local driver knows its own).
+    pub brokers: Option<String>,
+    /// The press topic (external and compose drivers).
+    pub topic: String,
 }
 
 impl Default for StackSection {
@@ -103,6 +143,8 @@ impl Default for StackSection {
             service_url: None,
             reducer_url: None,
             database_url: None,
+            brokers: None,
+            topic: "press_button".to_owned(),
         }
     }
 }
@@ -124,6 +166,10 @@ pub struct Phase {
     pub ramp_s: u64,
     #[serde(default)]
     pub rate: Option<f64>,
+    /// A warm-up: run and stored, but left out of the run's headline
+    /// figures, its asserts, its validity and its cost per press.
+    #[serde(default)]
+    pub warmup: bool,
 }
 
 impl Phase {

@@ -8,15 +8,24 @@ use std::process::Command;
 /// `loadgen run` on it, and returns its stdout and the stored run folder
 /// (the temporary folder lives as long as the returned guard).
 async fn run_loadgen(stack: &Stack, body: &str) -> (String, std::path::PathBuf, tempfile::TempDir) {
+    run_loadgen_expecting(stack, body, true).await
+}
+
+async fn run_loadgen_expecting(
+    stack: &Stack,
+    body: &str,
+    success: bool,
+) -> (String, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let scenario = dir.path().join("external.toml");
     std::fs::write(
         &scenario,
         format!(
-            "description = \"test\"\n[stack]\ndriver = \"external\"\nservice_url = \"{}\"\nreducer_url = \"{}\"\ndatabase_url = \"{}\"\n{body}",
+            "description = \"test\"\n[stack]\ndriver = \"external\"\nservice_url = \"{}\"\nreducer_url = \"{}\"\ndatabase_url = \"{}\"\nbrokers = \"{}\"\n{body}",
             stack.service_url(0),
             stack.reducer_url(),
-            stack.database_url()
+            stack.database_url(),
+            stack.brokers()
         ),
     )
     .expect("scenario written");
@@ -39,9 +48,10 @@ async fn run_loadgen(stack: &Stack, body: &str) -> (String, std::path::PathBuf, 
     .await
     .expect("joined");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
+    assert_eq!(
         output.status.success(),
-        "loadgen failed:\n{stdout}\n{}",
+        success,
+        "loadgen's exit status:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let run = std::fs::read_dir(&out)
@@ -143,4 +153,82 @@ async fn a_run_against_a_stack_asking_for_proof_of_work_solves_every_press() {
     assert!(summary["accepted"].as_u64().expect("accepted") >= 150);
     let report = std::fs::read_to_string(run.join("report.md")).expect("report");
     assert!(report.contains("proof of work 6 bits"), "{report}");
+}
+
+/// Sums the counts of every interval in an `.hlog`.
+fn hlog_count(path: &std::path::Path) -> u64 {
+    loadgen::measure::interval_log_count(path).expect("the interval log decodes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_beyond_the_machine_is_sent_late_in_full_and_the_run_marked_invalid() {
+    let stack = Stack::start(StackConfig {
+        partitions: 2,
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    // Far beyond what this machine sends (tests run unoptimised builds):
+    // the generator falls behind, sends every planned press late, and
+    // says so.
+    let (stdout, run, _dir) = run_loadgen(
+        &stack,
+        "[[phase]]\nname = \"flood\"\nduration_s = 1\nrate = 30000\n[sse]\nlisteners = 2\n",
+    )
+    .await;
+    let summary = summary(&run);
+    assert_eq!(summary["validity"]["valid"], false, "{summary}");
+    let reasons = summary["validity"]["reasons"].to_string();
+    assert!(reasons.contains("generator fell behind"), "{reasons}");
+    assert!(
+        stdout.contains("INVALID") && stdout.contains("generator fell behind"),
+        "{stdout}"
+    );
+    let phase = &summary["phases"][0];
+    assert_eq!(phase["planned"], 30000, "{phase}");
+    assert_eq!(
+        phase["sent"], 30000,
+        "every planned press was sent: {phase}"
+    );
+    assert!(
+        phase["sent_on_time"].as_u64().expect("sent_on_time") < 30000 * 99 / 100,
+        "{phase}"
+    );
+    assert_eq!(summary["planned"], 30000);
+    assert_eq!(summary["sent"], 30000);
+    // Every planned press has a latency, timed from when it was due.
+    assert_eq!(summary["press_latency"]["count"], 30000, "{summary}");
+    assert!(
+        summary["press_latency"]["max_ms"].as_f64().expect("max") > 100.0,
+        "late sends count their lateness: {summary}"
+    );
+    assert_eq!(hlog_count(&run.join("press.hlog")), 30000);
+    assert_eq!(
+        hlog_count(&run.join("press_to_sse.hlog")),
+        summary["press_to_sse"]["count"].as_u64().expect("count")
+    );
+    assert_eq!(
+        hlog_count(&run.join("schedule_lag.hlog")),
+        30000,
+        "a schedule lag per send"
+    );
+    assert_eq!(summary["verdict"]["clean"], true, "{summary}");
+    let csv = loadgen::sample::read_columns(&run.join("timeseries.csv"));
+    for column in [
+        "planned_per_s",
+        "sent_per_s",
+        "schedule_lag_p99_ms",
+        "machine_steal_pct",
+        "foreign_pct",
+        "loadgen_cpu_pct",
+        "loadgen_rss_kib",
+    ] {
+        assert!(
+            csv.contains_key(column),
+            "{column} missing: {:?}",
+            csv.keys()
+        );
+    }
+    let planned: f64 = csv["planned_per_s"].iter().filter(|v| v.is_finite()).sum();
+    assert_eq!(planned, 30000.0, "the plan, second by second");
 }

@@ -123,6 +123,24 @@ impl fmt::Display for BrokerStorage {
     }
 }
 
+/// The environment every process of a stack starts from (the caller's is
+/// cleared): a search path, a home, a locale, and `RUST_LOG=warn` unless the
+/// component's spec sets its own. Runs record it beside their results.
+pub fn pinned_env() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "PATH".to_owned(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned(),
+        ),
+        (
+            "HOME".to_owned(),
+            std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned()),
+        ),
+        ("LC_ALL".to_owned(), "C.UTF-8".to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ])
+}
+
 /// `BUTTON_*` variables for [`StackConfig::service_env`] and
 /// [`StackConfig::reducer_env`] from literal pairs.
 pub fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

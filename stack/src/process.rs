@@ -74,8 +74,12 @@ impl Spec {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
-            // A stray configuration file of the caller's must not leak in.
-            .env_remove("BUTTON_CONFIG")
+            // Nothing of the caller's environment leaks in (a verbose
+            // RUST_LOG in the shell made the broker log every span, a stray
+            // BUTTON_CONFIG changed the service): every process sees only
+            // what the stack pins plus what its spec says.
+            .env_clear()
+            .envs(crate::pinned_env())
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

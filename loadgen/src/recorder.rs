@@ -1,0 +1,242 @@
+//! What a run measures while it runs, shared by the stages that write it
+//! (the load, the SSE listeners, the faults) and read by those that judge
+//! and store it once the load is over.
+
+use crate::measure::Series;
+use crate::schedule::Plan;
+use button_client::{Accepted, Ledger};
+use button_domain::Snapshot;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One phase's counters and latencies.
+pub struct PhaseStats {
+    /// Presses whose send started, and those that started before the
+    /// phase's planned end (the rest were late: the generator fell behind).
+    pub sent: AtomicU64,
+    pub sent_on_time: AtomicU64,
+    pub accepted: AtomicU64,
+    /// Requests that ended without any answer (transport errors, timeouts):
+    /// each may have been stored without its 202 reaching us.
+    pub unanswered: AtomicU64,
+    pub press: Series,
+    pub press_to_sse: Series,
+    /// How late each send started against its due time (open model).
+    pub schedule_lag: Series,
+}
+
+impl PhaseStats {
+    fn new() -> PhaseStats {
+        PhaseStats {
+            sent: AtomicU64::new(0),
+            sent_on_time: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            unanswered: AtomicU64::new(0),
+            press: Series::new("press"),
+            press_to_sse: Series::new("press_to_sse"),
+            schedule_lag: Series::new("schedule_lag"),
+        }
+    }
+}
+
+/// One accepted press, as its 202 named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedPress {
+    pub partition: i32,
+    pub offset: i64,
+    pub request_id: String,
+}
+
+/// Presses waiting for the first state that covers them.
+#[derive(Default)]
+struct Tracker {
+    pending: BTreeMap<i32, BTreeMap<i64, (Instant, usize)>>,
+    covered: BTreeMap<i32, i64>,
+}
+
+pub struct Recorder {
+    pub plan: Plan,
+    /// When the load started; phases' offsets count from here.
+    pub start: Instant,
+    pub phases: Vec<PhaseStats>,
+    pub press: Series,
+    pub press_to_sse: Series,
+    pub fanout: Series,
+    pub schedule_lag: Series,
+    pub sent: AtomicU64,
+    pub accepted: AtomicU64,
+    pub unanswered: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    ledger: Mutex<Ledger>,
+    accepted_presses: Mutex<Vec<AcceptedPress>>,
+    tracker: Mutex<Tracker>,
+    last_tracked: Mutex<Option<Snapshot>>,
+    /// When the tracking SSE client received each state frame.
+    frames: Mutex<Vec<Instant>>,
+    /// Per scenario fault: (index, first action started, last action done).
+    fault_windows: Mutex<Vec<(usize, Instant, Instant)>>,
+}
+
+impl Recorder {
+    pub fn new(plan: Plan, start: Instant) -> Recorder {
+        Recorder {
+            phases: plan.phases.iter().map(|_| PhaseStats::new()).collect(),
+            plan,
+            start,
+            press: Series::new("press"),
+            press_to_sse: Series::new("press_to_sse"),
+            fanout: Series::new("fanout"),
+            schedule_lag: Series::new("schedule_lag"),
+            sent: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            unanswered: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            ledger: Mutex::new(Ledger::default()),
+            accepted_presses: Mutex::new(Vec::new()),
+            tracker: Mutex::new(Tracker::default()),
+            last_tracked: Mutex::new(None),
+            frames: Mutex::new(Vec::new()),
+            fault_windows: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A send starts now for a press due at `due` in phase `phase`.
+    pub fn sending(&self, phase: usize, due: Instant, now: Instant) {
+        let stats = &self.phases[phase];
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        stats.sent.fetch_add(1, Ordering::Relaxed);
+        if now < self.start + self.plan.phases[phase].end {
+            stats.sent_on_time.fetch_add(1, Ordering::Relaxed);
+        }
+        let lag = now.saturating_duration_since(due);
+        self.schedule_lag.record(lag);
+        stats.schedule_lag.record(lag);
+    }
+
+    /// The answer (or its absence) came: latency counts from the due time.
+    pub fn answered(&self, phase: usize, due: Instant) {
+        let latency = due.elapsed();
+        self.press.record(latency);
+        self.phases[phase].press.record(latency);
+    }
+
+    pub fn accept(&self, a: &Accepted, due: Instant, phase: usize) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.phases[phase].accepted.fetch_add(1, Ordering::Relaxed);
+        lock(&self.ledger).record(a);
+        lock(&self.accepted_presses).push(AcceptedPress {
+            partition: a.partition,
+            offset: a.offset,
+            request_id: a.request_id.clone(),
+        });
+        let mut t = lock(&self.tracker);
+        if t.covered.get(&a.partition).is_some_and(|&o| o >= a.offset) {
+            // The state arrived before the answer did.
+            drop(t);
+            self.seen(due, phase, Instant::now());
+        } else {
+            t.pending
+                .entry(a.partition)
+                .or_default()
+                .insert(a.offset, (due, phase));
+        }
+    }
+
+    /// `code` is what the failure is counted under; `unanswered` when no
+    /// answer came at all (the press may still have been stored).
+    pub fn error(&self, phase: usize, code: &str, unanswered: bool) {
+        if unanswered {
+            self.unanswered.fetch_add(1, Ordering::Relaxed);
+            self.phases[phase]
+                .unanswered
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let mut errors = lock(&self.errors);
+        match errors.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                errors.insert(code.to_owned(), 1);
+            }
+        }
+    }
+
+    fn seen(&self, due: Instant, phase: usize, now: Instant) {
+        let latency = now.saturating_duration_since(due);
+        self.press_to_sse.record(latency);
+        self.phases[phase].press_to_sse.record(latency);
+    }
+
+    /// A state reached the tracking client: every press it covers is seen.
+    pub fn on_tracked_state(&self, s: &Snapshot) {
+        let now = Instant::now();
+        lock(&self.frames).push(now);
+        let mut seen = Vec::new();
+        {
+            let mut t = lock(&self.tracker);
+            for (&p, &o) in &s.offsets {
+                let covered = t.covered.entry(p).or_insert(o);
+                *covered = (*covered).max(o);
+                if let Some(pending) = t.pending.get_mut(&p) {
+                    let rest = pending.split_off(&(o + 1));
+                    seen.extend(std::mem::replace(pending, rest).into_values());
+                }
+            }
+        }
+        for (due, phase) in seen {
+            self.seen(due, phase, now);
+        }
+        *lock(&self.last_tracked) = Some(s.clone());
+    }
+
+    pub fn on_fanout(&self, latency: Duration) {
+        self.fanout.record(latency);
+    }
+
+    pub fn fault_done(&self, index: usize, started: Instant, done: Instant) {
+        lock(&self.fault_windows).push((index, started, done));
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        lock(&self.errors).clone()
+    }
+
+    pub fn error_count(&self) -> u64 {
+        lock(&self.errors).values().sum()
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        lock(&self.ledger).clone()
+    }
+
+    pub fn accepted_presses(&self) -> Vec<AcceptedPress> {
+        lock(&self.accepted_presses).clone()
+    }
+
+    pub fn last_tracked(&self) -> Option<Snapshot> {
+        lock(&self.last_tracked).clone()
+    }
+
+    pub fn frames(&self) -> Vec<Instant> {
+        lock(&self.frames).clone()
+    }
+
+    pub fn fault_windows(&self) -> Vec<(usize, Instant, Instant)> {
+        lock(&self.fault_windows).clone()
+    }
+
+    /// Every series the run stores as interval logs.
+    pub fn series(&self) -> [&Series; 4] {
+        [
+            &self.press,
+            &self.press_to_sse,
+            &self.fanout,
+            &self.schedule_lag,
+        ]
+    }
+}

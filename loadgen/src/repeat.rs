@@ -1,0 +1,276 @@
+//! Repeats: the same scenario N times, each on a fresh stack, and the
+//! spread of what they measured. One run is an anecdote on a shared
+//! machine; a headline figure is the median of repeats with its spread.
+//!
+//! A repeated run stores every run as usual (labelled `r1`, `r2`, ...) and
+//! an aggregate folder `<time>-<scenario>[-<label>]-repeat/` with
+//! `repeat.json` and `repeat.md`.
+
+use crate::report::print_summary;
+use crate::run::{RunOptions, RunOutcome, run};
+use crate::scenario::Scenario;
+use crate::summary::Summary;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// How far from the median a repeat may be for the spread to count as
+/// tight: throughput and p50 within ±10%, p99 within ±20%.
+pub const TOLERANCE_THROUGHPUT: f64 = 0.10;
+pub const TOLERANCE_P50: f64 = 0.10;
+pub const TOLERANCE_P99: f64 = 0.20;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    /// The largest distance of a repeat from the median, over the median.
+    pub deviation: f64,
+    /// Whether that distance is within the figure's tolerance.
+    pub within: bool,
+}
+
+impl Spread {
+    pub fn of(values: &[f64], tolerance: f64) -> Spread {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Spread::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        let deviation = if median == 0.0 {
+            if v[0] == v[n - 1] { 0.0 } else { f64::INFINITY }
+        } else {
+            v.iter()
+                .map(|x| ((x - median) / median).abs())
+                .fold(0.0, f64::max)
+        };
+        Spread {
+            min: v[0],
+            median,
+            max: v[n - 1],
+            deviation,
+            within: deviation <= tolerance + 1e-12,
+        }
+    }
+
+    pub fn text(&self, digits: usize) -> String {
+        format!(
+            "{:.digits$} ({:.digits$}–{:.digits$}, ±{:.0}%{})",
+            self.median,
+            self.min,
+            self.max,
+            self.deviation * 100.0,
+            if self.within { "" } else { " WIDE" }
+        )
+    }
+}
+
+/// The aggregate of N repeats (`repeat.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Aggregate {
+    pub scenario: String,
+    pub sweep_point: Option<BTreeMap<String, String>>,
+    pub runs: Vec<String>,
+    pub accepted_per_s: Spread,
+    pub press_p50_ms: Spread,
+    pub press_p99_ms: Spread,
+    pub press_to_sse_p50_ms: Spread,
+    pub press_to_sse_p99_ms: Spread,
+    pub knee_per_s: Option<Spread>,
+    /// CPU-µs per accepted press, by process.
+    pub cost_us_per_press: BTreeMap<String, Spread>,
+    /// Every run's verdict was clean.
+    pub clean: bool,
+    /// Every run was valid.
+    pub valid: bool,
+    /// Throughput and p50 within ±10% of the median, p99 within ±20%.
+    pub spread_within: bool,
+}
+
+impl Aggregate {
+    pub fn of(summaries: &[&Summary]) -> Aggregate {
+        let pick = |f: fn(&Summary) -> f64| summaries.iter().map(|s| f(s)).collect::<Vec<_>>();
+        let accepted_per_s = Spread::of(&pick(|s| s.accepted_per_s), TOLERANCE_THROUGHPUT);
+        let press_p50_ms = Spread::of(&pick(|s| s.press_latency.p50_ms), TOLERANCE_P50);
+        let press_p99_ms = Spread::of(&pick(|s| s.press_latency.p99_ms), TOLERANCE_P99);
+        let press_to_sse_p50_ms = Spread::of(&pick(|s| s.press_to_sse.p50_ms), TOLERANCE_P50);
+        let press_to_sse_p99_ms = Spread::of(&pick(|s| s.press_to_sse.p99_ms), TOLERANCE_P99);
+        let knees: Vec<f64> = summaries.iter().filter_map(|s| s.knee_per_s).collect();
+        let mut processes: Vec<&String> = summaries
+            .iter()
+            .flat_map(|s| s.cost_us_per_press.keys())
+            .collect();
+        processes.sort();
+        processes.dedup();
+        let cost_us_per_press = processes
+            .into_iter()
+            .map(|p| {
+                let values: Vec<f64> = summaries
+                    .iter()
+                    .filter_map(|s| s.cost_us_per_press.get(p).copied())
+                    .collect();
+                (p.clone(), Spread::of(&values, TOLERANCE_THROUGHPUT))
+            })
+            .collect();
+        let spread_within = accepted_per_s.within
+            && press_to_sse_p50_ms.within
+            && press_to_sse_p99_ms.within
+            && press_p50_ms.within
+            && press_p99_ms.within;
+        Aggregate {
+            scenario: summaries
+                .first()
+                .map_or(String::new(), |s| s.scenario.clone()),
+            sweep_point: summaries.first().and_then(|s| s.sweep_point.clone()),
+            runs: summaries.iter().map(|s| s.run.clone()).collect(),
+            accepted_per_s,
+            press_p50_ms,
+            press_p99_ms,
+            press_to_sse_p50_ms,
+            press_to_sse_p99_ms,
+            knee_per_s: (knees.len() == summaries.len() && !knees.is_empty())
+                .then(|| Spread::of(&knees, TOLERANCE_THROUGHPUT)),
+            cost_us_per_press,
+            clean: summaries.iter().all(|s| s.verdict.clean),
+            valid: summaries.iter().all(|s| s.validity.valid),
+            spread_within,
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "{} repeats of `{}`, each on a fresh stack: median (min–max, largest distance from the median).\n",
+            self.runs.len(),
+            self.scenario
+        );
+        let _ = writeln!(md, "| figure | median (min–max, ±) |\n|---|---|");
+        let rows: [(&str, &Spread, usize); 5] = [
+            ("accepted/s", &self.accepted_per_s, 1),
+            ("press p50 ms", &self.press_p50_ms, 2),
+            ("press p99 ms", &self.press_p99_ms, 2),
+            ("press to SSE p50 ms", &self.press_to_sse_p50_ms, 2),
+            ("press to SSE p99 ms", &self.press_to_sse_p99_ms, 2),
+        ];
+        for (name, spread, digits) in rows {
+            let _ = writeln!(md, "| {name} | {} |", spread.text(digits));
+        }
+        if let Some(k) = &self.knee_per_s {
+            let _ = writeln!(md, "| knee presses/s | {} |", k.text(0));
+        }
+        for (p, spread) in &self.cost_us_per_press {
+            let _ = writeln!(md, "| CPU-µs per press: {p} | {} |", spread.text(1));
+        }
+        let _ = writeln!(
+            md,
+            "\nSpread {} (throughput and p50 within ±10%, p99 within ±20%). Verdicts: {}. Validity: {}.\n",
+            if self.spread_within {
+                "within tolerance"
+            } else {
+                "WIDER than tolerance"
+            },
+            if self.clean {
+                "all clean"
+            } else {
+                "NOT all clean"
+            },
+            if self.valid {
+                "all valid"
+            } else {
+                "NOT all valid"
+            },
+        );
+        let _ = writeln!(md, "Runs: {}", self.runs.join(", "));
+        md
+    }
+}
+
+/// Runs `scenario` `n` times (each on a fresh stack), printing each run's
+/// summary; with n > 1 stores and prints the aggregate too.
+pub async fn run_repeated(
+    scenario: &Scenario,
+    out: &Path,
+    sweep_point: Option<BTreeMap<String, String>>,
+    label: Option<String>,
+    n: u32,
+    progress: bool,
+) -> anyhow::Result<Vec<RunOutcome>> {
+    let mut outcomes = Vec::new();
+    for i in 1..=n {
+        if n > 1 {
+            eprintln!("{}: repeat {i} of {n}", scenario.name);
+        }
+        let label = match (&label, n) {
+            (l, 1) => l.clone(),
+            (Some(l), _) => Some(format!("{l}_r{i}")),
+            (None, _) => Some(format!("r{i}")),
+        };
+        let options = RunOptions {
+            out_dir: out.to_path_buf(),
+            sweep_point: sweep_point.clone(),
+            label,
+            progress,
+        };
+        let outcome = run(scenario, &options).await?;
+        let meta = crate::meta::read(&outcome.dir)?;
+        print_summary(&outcome.summary, &meta, &outcome.dir);
+        outcomes.push(outcome);
+    }
+    if n > 1 {
+        let summaries: Vec<&Summary> = outcomes.iter().map(|o| &o.summary).collect();
+        let aggregate = Aggregate::of(&summaries);
+        let started = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace(':', "");
+        let mut name = format!("{started}-{}", scenario.name);
+        if let Some(l) = &label {
+            name.push('-');
+            name.push_str(l);
+        }
+        name.push_str("-repeat");
+        let dir = out.join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("repeat.json"),
+            serde_json::to_string_pretty(&aggregate)? + "\n",
+        )?;
+        let md = aggregate.markdown();
+        std::fs::write(
+            dir.join("repeat.md"),
+            format!("# {} repeated\n\n{md}", scenario.name),
+        )?;
+        println!("\n{md}\naggregate stored in {}", dir.display());
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_is_the_median_and_the_largest_distance_from_it() {
+        let s = Spread::of(&[100.0, 95.0, 108.0], 0.10);
+        assert_eq!((s.min, s.median, s.max), (95.0, 100.0, 108.0));
+        assert!((s.deviation - 0.08).abs() < 1e-12);
+        assert!(s.within);
+        let wide = Spread::of(&[100.0, 70.0, 104.0], 0.10);
+        assert!(!wide.within);
+        assert!((wide.deviation - 0.30).abs() < 1e-12);
+        let even = Spread::of(&[1.0, 2.0, 3.0, 4.0], 1.0);
+        assert_eq!(even.median, 2.5);
+        assert_eq!(Spread::of(&[], 0.1), Spread::default());
+        assert!(Spread::of(&[0.0, 0.0], 0.1).within);
+        assert!(!Spread::of(&[0.0, 0.0, 1.0], 0.1).within);
+    }
+}
