@@ -80,14 +80,16 @@ fn every_dashboard_metric_is_exposed() {
 #[test]
 fn every_metric_the_runner_scrapes_is_exposed() {
     let declared = declared();
-    let runner = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/run.rs"))
-        .expect("run.rs");
+    // The sampler is what scrapes the binaries' metrics.
+    let runner =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sample.rs"))
+            .expect("sample.rs");
     let names = metric_names(&runner, true);
     assert!(!names.is_empty());
     for name in names {
         assert!(
             declared.contains(&name.as_str()),
-            "run.rs scrapes `{name}`, which neither binary exposes"
+            "sample.rs scrapes `{name}`, which neither binary exposes"
         );
     }
 }
