@@ -322,12 +322,18 @@ async fn stack_up(
         stack.reducer_url()
     );
     println!("database: {}", stack.database_url());
+    println!(
+        "brokers:  {} (topic {})",
+        stack.brokers(),
+        stack.config().topic
+    );
     println!("logs:     {}", stack.root().join("logs").display());
     let state = serde_json::json!({
         "pid": std::process::id(),
         "service_url": stack.service_url(0),
         "reducer_url": stack.reducer_url(),
         "database_url": stack.database_url(),
+        "brokers": stack.brokers(),
         "logs": stack.root().join("logs"),
     });
     std::fs::write(stack_file(), serde_json::to_string_pretty(&state)?)

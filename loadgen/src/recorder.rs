@@ -29,6 +29,9 @@ pub struct PhaseStats {
     pub press_to_sse: Series,
     /// How late each send started against its due time (open model).
     pub schedule_lag: Series,
+    /// When the phase's last answer came, µs from the start of the load:
+    /// a phase sent late lasts longer than planned.
+    pub last_answer_us: AtomicU64,
 }
 
 impl PhaseStats {
@@ -41,7 +44,15 @@ impl PhaseStats {
             press: Series::new("press"),
             press_to_sse: Series::new("press_to_sse"),
             schedule_lag: Series::new("schedule_lag"),
+            last_answer_us: AtomicU64::new(0),
         }
+    }
+
+    /// Seconds from the phase's planned start to its last answer, at least
+    /// its planned length: what its throughput is measured over.
+    pub fn span_s(&self, plan: &crate::schedule::PhasePlan) -> f64 {
+        let last = self.last_answer_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (last - plan.start.as_secs_f64()).max(plan.duration().as_secs_f64())
     }
 }
 
@@ -123,7 +134,10 @@ impl Recorder {
     pub fn answered(&self, phase: usize, due: Instant) {
         let latency = due.elapsed();
         self.press.record(latency);
-        self.phases[phase].press.record(latency);
+        let stats = &self.phases[phase];
+        stats.press.record(latency);
+        let at = self.start.elapsed().as_micros() as u64;
+        stats.last_answer_us.fetch_max(at, Ordering::Relaxed);
     }
 
     pub fn accept(&self, a: &Accepted, due: Instant, phase: usize) {

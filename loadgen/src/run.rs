@@ -111,7 +111,11 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
             sampler_stop.clone(),
         ))
     };
-    let target = Target::new(&endpoints.service_urls, guards.pow_difficulty > 0)?;
+    let target = Target::new(
+        &endpoints.service_urls,
+        guards.pow_difficulty > 0,
+        scenario.load.max_in_flight,
+    )?;
     crate::load::run(recorder.clone(), target).await?;
     let load_elapsed = recorder.start.elapsed();
     for task in fault_tasks {
@@ -303,6 +307,7 @@ fn summarise(
             let (cpu_pct, steal_pct, foreign_pct) = summary::phase_machine(rows, start_s, end_s);
             let sent = stats.sent.load(Ordering::Relaxed);
             let accepted = stats.accepted.load(Ordering::Relaxed);
+            let span_s = stats.span_s(plan);
             let mut p = PhaseSummary {
                 name: plan.name.clone(),
                 start_s,
@@ -319,7 +324,8 @@ fn summarise(
                 sent_on_time: stats.sent_on_time.load(Ordering::Relaxed),
                 accepted,
                 unanswered: stats.unanswered.load(Ordering::Relaxed),
-                accepted_per_s: accepted as f64 / (end_s - start_s),
+                span_s,
+                accepted_per_s: accepted as f64 / span_s,
                 press_latency: Percentiles::of(&stats.press.total()),
                 press_to_sse: Percentiles::of(&stats.press_to_sse.total()),
                 schedule_lag: Percentiles::of(&stats.schedule_lag.total()),
@@ -340,6 +346,7 @@ fn summarise(
         steady
     };
     let steady_s: f64 = headline.iter().map(|&i| phases[i].duration_s).sum();
+    let steady_span_s: f64 = headline.iter().map(|&i| phases[i].span_s).sum();
     let steady_accepted: u64 = headline.iter().map(|&i| phases[i].accepted).sum();
     let windows: Vec<(f64, f64)> = headline
         .iter()
@@ -375,7 +382,7 @@ fn summarise(
         accepted: recorder.accepted.load(Ordering::Relaxed),
         errors,
         unanswered: recorder.unanswered.load(Ordering::Relaxed),
-        accepted_per_s: steady_accepted as f64 / steady_s.max(1e-9),
+        accepted_per_s: steady_accepted as f64 / steady_span_s.max(1e-9),
         error_rate: if sent == 0 {
             0.0
         } else {

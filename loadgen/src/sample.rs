@@ -188,7 +188,12 @@ pub async fn sample_loop(
     let (mut last_sent, mut last_accepted, mut last_errors, mut last_planned) = (0, 0, 0, 0);
     let (mut last_batches, mut last_records, mut last_db_sum, mut last_db_count) =
         (0.0, 0.0, 0.0, 0.0);
-    let mut last_cpu: BTreeMap<String, Usage> = BTreeMap::new();
+    // Readings before the first second, so it has deltas like the rest.
+    let mut last_cpu: BTreeMap<String, Usage> = (sources.pids)()
+        .into_iter()
+        .filter_map(|(name, pid)| Some((name, tree_usage(pid)?)))
+        .chain(process_usage(own_pid).map(|u| (LOADGEN.to_owned(), u)))
+        .collect();
     let mut last_stat = MachineTicks::read();
     let mut rows = Vec::new();
     let mut lag_peak: f64 = 0.0;
@@ -231,10 +236,11 @@ pub async fn sample_loop(
         let mut samples = BTreeMap::new();
         let mut ours_s = 0.0;
         for (name, u) in &now_usage {
-            // A restarted component's counters start again from zero.
+            // A restarted component's counters start again from zero; a
+            // component new this second counts from zero.
             let before = last_cpu.get(name).filter(|b| b.cpu_s <= u.cpu_s);
-            let cpu_s = before.map_or(0.0, |b| u.cpu_s - b.cpu_s);
-            let sys_s = before.map_or(0.0, |b| (u.sys_s - b.sys_s).max(0.0));
+            let cpu_s = before.map_or(u.cpu_s, |b| u.cpu_s - b.cpu_s);
+            let sys_s = before.map_or(u.sys_s, |b| (u.sys_s - b.sys_s).max(0.0));
             ours_s += cpu_s;
             samples.insert(
                 name.clone(),

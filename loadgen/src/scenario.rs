@@ -61,6 +61,25 @@ pub struct Scenario {
     /// than the stack.
     #[serde(default)]
     pub validity: ValidityLimits,
+    /// How the load generator sends.
+    #[serde(default)]
+    pub load: LoadSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadSection {
+    /// Presses in flight at once, at most (each holds a connection). Past
+    /// it, open-model sends wait, and their lateness is measured.
+    pub max_in_flight: usize,
+}
+
+impl Default for LoadSection {
+    fn default() -> Self {
+        LoadSection {
+            max_in_flight: crate::load::MAX_IN_FLIGHT,
+        }
+    }
 }
 
 /// Limits past which a phase's figures are not the stack's: the run is

@@ -59,6 +59,11 @@ pub struct PhaseSummary {
     /// Requests that ended with no answer at all.
     #[serde(default)]
     pub unanswered: u64,
+    /// From the phase's start to its last answer, at least its planned
+    /// length: a phase the generator sent late took longer.
+    #[serde(default)]
+    pub span_s: f64,
+    /// Accepted presses over `span_s`.
     pub accepted_per_s: f64,
     pub press_latency: Percentiles,
     pub press_to_sse: Percentiles,
@@ -151,6 +156,8 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     #[serde(default)]
     pub unanswered: u64,
+    /// Accepted presses of the steady phases over the time they took
+    /// (their planned length, or longer when sent late).
     pub accepted_per_s: f64,
     pub error_rate: f64,
     pub press_latency: Percentiles,
@@ -510,6 +517,7 @@ mod tests {
             sent_on_time: on_time,
             accepted,
             unanswered: 0,
+            span_s: 10.0,
             accepted_per_s: accepted as f64 / 10.0,
             press_latency: Percentiles::default(),
             press_to_sse: Percentiles {

@@ -11,6 +11,10 @@
 //! id the reducer already counted; records stored without any 202 may not
 //! outnumber the requests that ended without an answer; and a run that
 //! accepted nothing proves nothing.
+//!
+//! When the topic cannot be read (no broker address, a read that failed or
+//! timed out), the counts are still reported but the verdict is not clean:
+//! counts that agree are exactly what a masked loss looks like.
 
 use crate::recorder::AcceptedPress;
 use crate::topic::TopicRecord;
@@ -69,9 +73,17 @@ pub struct Verdict {
     /// Requests that ended with no answer at all.
     #[serde(default)]
     pub unanswered: u64,
+    /// `stored_without_202` is no more than `unanswered`.
+    #[serde(default)]
+    pub stored_without_202_within_unanswered: bool,
+    /// Applied offsets the topic read did not return: a gap in the topic,
+    /// or a read that missed records. Either leaves presses unchecked.
+    #[serde(default)]
+    pub not_in_topic: u64,
     /// 202s missing from what the reducer applied: not in the topic where
     /// the 202 said, another request's record there, or above the applied
-    /// offset.
+    /// offset; at least as many as the counter fell short of the distinct
+    /// presses applied.
     pub lost: u64,
     /// Counted more than once: the counter grew past the distinct presses
     /// applied.
@@ -191,10 +203,11 @@ fn judge_identity(
             None => v.dead_letters += 1,
         }
     }
-    let missing_from_read = v.records_applied.saturating_sub(by_position.len() as u64);
-    if missing_from_read > 0 {
+    v.not_in_topic = v.records_applied.saturating_sub(by_position.len() as u64);
+    if v.not_in_topic > 0 {
         reasons.push(format!(
-            "{missing_from_read} applied offsets were not found in the topic"
+            "{} applied offsets were not found in the topic",
+            v.not_in_topic
         ));
     }
     v.repeated_request_ids = at.values().map(|p| p.len() as u64 - 1).sum();
@@ -238,7 +251,8 @@ fn judge_identity(
         ));
         v.lost = v.lost.max(short);
     }
-    if v.stored_without_202 > input.unanswered {
+    v.stored_without_202_within_unanswered = v.stored_without_202 <= input.unanswered;
+    if !v.stored_without_202_within_unanswered {
         reasons.push(format!(
             "{} presses were stored without a 202, more than the {} requests that got no answer",
             v.stored_without_202, input.unanswered
@@ -394,11 +408,41 @@ mod tests {
         let mut c = clean_case(10);
         c.accepted.remove(7);
         c.unanswered = 1;
-        assert!(judge(&c).clean, "one unanswered request, one stored press");
+        let v = judge(&c);
+        assert!(v.clean, "one unanswered request, one stored press: {v:?}");
+        assert!(v.stored_without_202_within_unanswered);
         c.accepted.remove(2);
         let v = judge(&c);
         assert!(!v.clean);
         assert_eq!(v.stored_without_202, 2);
+        assert!(!v.stored_without_202_within_unanswered);
+    }
+
+    #[test]
+    fn applied_offsets_the_read_did_not_return_are_not_clean() {
+        // The reducer applied 0..=9 but the read returned no record at
+        // offset 9 (a gap, or a read cut short): that press is unchecked.
+        let mut c = clean_case(10);
+        c.accepted.pop();
+        c.topic.pop();
+        c.counter_after = 9;
+        c.sse = Some(9);
+        let v = judge(&c);
+        assert!(!v.clean, "{v:?}");
+        assert_eq!((v.not_in_topic, v.lost), (1, 0));
+    }
+
+    #[test]
+    fn a_verdict_reads_back_from_summary_json() {
+        let v = judge(&clean_case(3));
+        let text = serde_json::to_string(&v).expect("serialises");
+        assert_eq!(serde_json::from_str::<Verdict>(&text).expect("parses"), v);
+        // A summary stored before the identity fields still reads.
+        let old = r#"{"accepted":3,"counter_before":0,"counter_after":3,"sse_last_counter":3,
+            "drained":true,"records_applied":3,"stored_without_202":0,"lost":0,
+            "duplicated":0,"sse_caught_up":true,"clean":true}"#;
+        let old: Verdict = serde_json::from_str(old).expect("an old verdict parses");
+        assert!(old.clean && !old.identity_checked);
     }
 
     #[test]
@@ -430,15 +474,27 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_stream_an_undrained_run_or_an_unread_topic_is_not_clean() {
+    fn a_stale_stream_is_not_clean() {
         let mut c = clean_case(10);
         c.sse = Some(9);
-        assert!(!judge(&c).clean);
+        let v = judge(&c);
+        assert!(!v.clean && !v.sse_caught_up, "{v:?}");
+        assert!(v.reasons[0].contains("stream ended on counter 9"), "{v:?}");
         c.sse = None;
         assert!(!judge(&c).clean);
+    }
+
+    #[test]
+    fn an_undrained_run_is_not_clean() {
         let mut c = clean_case(10);
         c.drained = false;
-        assert!(!judge(&c).clean);
+        let v = judge(&c);
+        assert!(!v.clean && !v.drained, "{v:?}");
+        assert!(v.reasons[0].contains("never covered"), "{v:?}");
+    }
+
+    #[test]
+    fn an_unread_topic_is_not_clean_though_every_count_agrees() {
         let c = clean_case(10);
         let v = Verdict::judge(&JudgeInput {
             accepted: &c.accepted,
@@ -453,6 +509,7 @@ mod tests {
             drained: true,
         });
         assert!(!v.clean && !v.identity_checked);
+        assert_eq!((v.lost, v.duplicated), (0, 0));
         assert!(v.reasons[0].contains("no broker address"), "{v:?}");
     }
 
