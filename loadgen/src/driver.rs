@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub enum Driver {
-    Local(Box<AsyncMutex<Stack>>, Endpoints),
+    Local(Box<AsyncMutex<Stack>>, Endpoints, KnownPids),
     Compose(Compose, Endpoints),
     External(Endpoints),
 }
@@ -31,6 +31,27 @@ pub struct Endpoints {
     /// stack's broker cannot be reached from here.
     pub brokers: Option<String>,
     pub topic: String,
+}
+
+/// The local stack's process ids as last seen: the sampler reads them
+/// while a fault holds the stack (a restart can take seconds), so that the
+/// stack's CPU is not counted as another process's meanwhile.
+#[derive(Default)]
+pub struct KnownPids(std::sync::Mutex<BTreeMap<String, u32>>);
+
+impl KnownPids {
+    fn refresh(&self, stack: &Stack) {
+        let pids = stack
+            .components()
+            .into_iter()
+            .filter_map(|c| Some((c.to_string(), stack.pid(c)?)))
+            .collect();
+        *crate::recorder::lock(&self.0) = pids;
+    }
+
+    fn get(&self) -> BTreeMap<String, u32> {
+        crate::recorder::lock(&self.0).clone()
+    }
 }
 
 pub struct Compose {
@@ -62,7 +83,13 @@ impl Driver {
                     brokers: Some(stack.brokers()),
                     topic: stack.config().topic.clone(),
                 };
-                Ok(Driver::Local(Box::new(AsyncMutex::new(stack)), endpoints))
+                let pids = KnownPids::default();
+                pids.refresh(&stack);
+                Ok(Driver::Local(
+                    Box::new(AsyncMutex::new(stack)),
+                    endpoints,
+                    pids,
+                ))
             }
             DriverKind::External => Ok(Driver::External(Endpoints {
                 service_urls: vec![
@@ -108,55 +135,55 @@ impl Driver {
 
     pub fn endpoints(&self) -> &Endpoints {
         match self {
-            Driver::Local(_, e) | Driver::Compose(_, e) | Driver::External(e) => e,
+            Driver::Local(_, e, _) | Driver::Compose(_, e) | Driver::External(e) => e,
         }
     }
 
     /// The local broker's log, whose first line names its version.
     pub async fn broker_log(&self) -> Option<PathBuf> {
         match self {
-            Driver::Local(stack, _) => Some(stack.lock().await.log_path(Component::Broker)),
+            Driver::Local(stack, ..) => Some(stack.lock().await.log_path(Component::Broker)),
             _ => None,
         }
     }
 
     pub async fn fault(&self, action: FaultAction, component: Component) -> anyhow::Result<()> {
         match self {
-            Driver::Local(stack, _) => {
+            Driver::Local(stack, _, pids) => {
                 let mut stack = stack.lock().await;
-                match action {
-                    FaultAction::Kill => stack.kill(component)?,
-                    FaultAction::Stop => stack.stop(component, Duration::from_secs(10)).await?,
-                    FaultAction::Pause => stack.pause(component)?,
-                    FaultAction::Resume => stack.resume(component)?,
-                    FaultAction::Restart => stack.restart(component).await?,
-                    FaultAction::Start => stack.start_component(component).await?,
-                }
-                Ok(())
+                let done = match action {
+                    FaultAction::Kill => stack.kill(component),
+                    FaultAction::Stop => stack.stop(component, Duration::from_secs(10)).await,
+                    FaultAction::Pause => stack.pause(component),
+                    FaultAction::Resume => stack.resume(component),
+                    FaultAction::Restart => stack.restart(component).await,
+                    FaultAction::Start => stack.start_component(component).await,
+                };
+                pids.refresh(&stack);
+                Ok(done?)
             }
             Driver::Compose(compose, _) => compose.fault(action, component).await,
             Driver::External(_) => anyhow::bail!("the external driver cannot inject faults"),
         }
     }
 
-    /// Process ids of the local stack's components, when they can be had now.
+    /// Process ids of the local stack's components: as they are now, or,
+    /// while a fault holds the stack, as they were before it.
     pub fn pids(&self) -> BTreeMap<String, u32> {
-        let mut pids = BTreeMap::new();
-        if let Driver::Local(stack, _) = self
-            && let Ok(stack) = stack.try_lock()
-        {
-            for c in stack.components() {
-                if let Some(pid) = stack.pid(c) {
-                    pids.insert(c.to_string(), pid);
+        match self {
+            Driver::Local(stack, _, pids) => {
+                if let Ok(stack) = stack.try_lock() {
+                    pids.refresh(&stack);
                 }
+                pids.get()
             }
+            _ => BTreeMap::new(),
         }
-        pids
     }
 
     pub async fn stop(self) {
         match self {
-            Driver::Local(stack, _) => drop(stack),
+            Driver::Local(stack, ..) => drop(stack),
             Driver::Compose(compose, _) => compose.down().await,
             Driver::External(_) => {}
         }

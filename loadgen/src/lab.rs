@@ -491,6 +491,16 @@ const EXERCISED: &[&str] = &[
     "loadgen/Cargo.toml",
 ];
 
+/// Whether a path (from the repository's root) is code a run exercises.
+fn exercised(path: &str) -> bool {
+    EXERCISED.iter().any(|e| {
+        path == *e
+            || path
+                .strip_prefix(e)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
 /// Decides which stored runs measured HEAD's code.
 pub struct Freshness {
     head: Option<String>,
@@ -515,7 +525,18 @@ impl Freshness {
     /// code.
     pub fn stale_reason(&mut self, meta: &Value) -> Option<String> {
         if meta.get("git_dirty").and_then(Value::as_bool) == Some(true) {
-            return Some("run from a tree with uncommitted changes".to_owned());
+            // Older runs did not record which files: any edit counts.
+            let dirty: Option<Vec<String>> = meta
+                .get("git_dirty_paths")
+                .and_then(|p| serde_json::from_value(p.clone()).ok());
+            match dirty {
+                None => return Some("run from a tree with uncommitted changes".to_owned()),
+                Some(paths) => {
+                    if let Some(p) = paths.iter().find(|p| exercised(p)) {
+                        return Some(format!("run with uncommitted changes to {p}"));
+                    }
+                }
+            }
         }
         let Some(commit) = meta.get("git_commit").and_then(Value::as_str) else {
             return Some("no commit recorded".to_owned());
@@ -1205,6 +1226,41 @@ pub fn html_pages(experiments: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_uncommitted_code_makes_a_run_stale() {
+        let mut fresh = Freshness {
+            head: Some("abc".into()),
+            by_commit: BTreeMap::new(),
+        };
+        let meta = |paths: Option<&[&str]>| {
+            let mut m = serde_json::json!({ "git_commit": "abc", "git_dirty": true });
+            if let Some(p) = paths {
+                m["git_dirty_paths"] = serde_json::json!(p);
+            }
+            m
+        };
+        assert_eq!(
+            fresh.stale_reason(&meta(Some(&["SCALE.md", "scenarios/ramp.toml"]))),
+            None
+        );
+        assert_eq!(
+            fresh.stale_reason(&meta(Some(&["loadgen/srcx/a.rs"]))),
+            None
+        );
+        assert_eq!(
+            fresh.stale_reason(&meta(Some(&["README.md", "loadgen/src/run.rs"]))),
+            Some("run with uncommitted changes to loadgen/src/run.rs".into())
+        );
+        assert_eq!(
+            fresh.stale_reason(&meta(Some(&["Cargo.lock"]))),
+            Some("run with uncommitted changes to Cargo.lock".into())
+        );
+        assert_eq!(
+            fresh.stale_reason(&meta(None)),
+            Some("run from a tree with uncommitted changes".into())
+        );
+    }
 
     fn point(rate: &str, batch: &str, accepted: f64, p99: f64, clean: bool) -> SweepPoint {
         SweepPoint {

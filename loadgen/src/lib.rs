@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | stack | [`driver`] | scenario → endpoints, pids, faults |
 //! | schedule | [`schedule`] | scenario → [`schedule::Plan`] (when each press is due) |
-//! | load | [`load`] | plan → presses, into the [`recorder::Recorder`] |
+//! | load | [`load`], [`wire`] (presses on keep-alive connections, per sending thread) | plan → presses, into the [`recorder::Recorder`] |
 //! | observe | [`observe`] (SSE listeners), [`sample`] (per-second rows, `timeseries.csv`), [`faults`] | stack → recorder, rows |
 //! | drain | [`run`] | database → the newest state covering every 202 |
 //! | judge | [`verdict`] + [`topic`] (exactly once, by identity), [`summary`] (validity, cost per press, knee, asserts) | recorder, rows, topic → [`summary::Summary`] |
@@ -40,6 +40,7 @@ pub mod store;
 pub mod summary;
 pub mod topic;
 pub mod verdict;
+pub mod wire;
 
 use anyhow::Context;
 use button_client::{Api, SseListener};

@@ -1,60 +1,83 @@
 //! The load stage: presses sent as the plan says, phase after phase.
 //!
-//! - Open model (`rate`): an arrival-rate executor. One scheduler walks the
-//!   plan's due times and starts each press as its own task on a shared
-//!   connection pool. Nothing is dropped: when the generator falls behind
-//!   (the in-flight cap is reached, or the machine is busy), the press is
-//!   sent late and its latency still counts from when it was due (wrk2's
-//!   rule); how late each send started is recorded as schedule lag. goose
-//!   has no arrival-rate executor: its users are closed loops, so a rate
-//!   would need as many users as there can be presses in flight, and a slow
+//! - Open model (`rate`): an arrival-rate executor. The plan's presses are
+//!   dealt round-robin to sending threads (`[load] threads`), each with its
+//!   own single-threaded runtime and its own keep-alive connections
+//!   (`wire`), so a press never crosses threads on its way out. Each thread
+//!   walks its share of the due times and starts every press as its own
+//!   task. Nothing is dropped: when the generator falls behind (the
+//!   in-flight cap is reached, or the machine is busy), the press is sent
+//!   late and its latency still counts from when it was due (wrk2's rule);
+//!   how late each send started is recorded as schedule lag. goose has no
+//!   arrival-rate executor: its users are closed loops, so a rate would
+//!   need as many users as there can be presses in flight, and a slow
 //!   answer would hold back the next send.
 //! - Closed model (`users`): a goose attack for the phase, users sharing
 //!   one client, each pressing as soon as its last answer came.
 
 use crate::recorder::Recorder;
 use crate::schedule::PhasePlan;
+use crate::wire::PressClient;
 use anyhow::Context;
-use button_client::{Api, Rejected};
+use button_client::{Accepted, Api, Rejected};
+use bytes::Bytes;
 use goose::prelude::*;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Presses in flight at once, at most, unless a scenario's
 /// `[load] max_in_flight` says otherwise. Each holds a connection
-/// (HTTP/1.1). 1,024 is five times what 20,000 presses/s at 10 ms need;
-/// at this machine's ceiling 8,192 connections cost the generator 50 µs a
-/// press against 27 µs with 512, and the service more too. Scenarios whose
-/// faults stall presses for seconds raise it (the fault scenarios do), so
-/// that a stall shows as latency rather than as the generator falling
-/// behind.
+/// (HTTP/1.1). 1,024 is five times what 20,000 presses/s at 10 ms need.
+/// Scenarios whose faults stall presses for seconds raise it (the fault
+/// scenarios do), so that a stall shows as latency rather than as the
+/// generator falling behind.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// Where presses go: one API per service instance.
+/// Where presses go (one API per service instance) and how they are sent.
 #[derive(Clone)]
 pub struct Target {
+    urls: Vec<String>,
     apis: Vec<Api>,
     pow: bool,
     max_in_flight: usize,
+    threads: usize,
 }
 
 impl Target {
-    pub fn new(service_urls: &[String], pow: bool, max_in_flight: usize) -> anyhow::Result<Target> {
+    /// `threads`: sending threads for open-model phases (0: one per core).
+    pub fn new(
+        service_urls: &[String],
+        pow: bool,
+        max_in_flight: usize,
+        threads: usize,
+    ) -> anyhow::Result<Target> {
         let max_in_flight = max_in_flight.max(1);
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        // Closed-model phases and proof-of-work challenges go through a
+        // general client; open-model presses through `wire`.
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(crate::wire::PRESS_TIMEOUT)
             .pool_max_idle_per_host(max_in_flight)
             .tcp_nodelay(true)
             .build()
             .context("building the load's HTTP client")?;
+        // Checked here so that a bad URL fails the run before any load.
+        PressClient::new(service_urls)?;
         Ok(Target {
+            urls: service_urls.to_vec(),
             apis: service_urls
                 .iter()
                 .map(|u| Api::with_http(http.clone(), u.clone()))
                 .collect(),
             pow,
             max_in_flight,
+            threads: threads.clamp(1, max_in_flight),
         })
     }
 
@@ -63,77 +86,165 @@ impl Target {
     }
 }
 
+/// What the load stage tells a sending thread.
+enum Command {
+    /// Send this thread's share of open phase `index`; answer once every
+    /// one of them has started (answers may still be outstanding).
+    Phase {
+        index: usize,
+        first: u64,
+        sent: oneshot::Sender<()>,
+    },
+}
+
 /// Runs every phase of the plan in turn; returns when every press sent has
 /// its answer (or its failure).
 pub async fn run(recorder: Arc<Recorder>, target: Target) -> anyhow::Result<()> {
-    let in_flight = Arc::new(Semaphore::new(target.max_in_flight));
-    let mut sequence = 0u64;
+    let senders: Vec<_> = (0..target.threads)
+        .map(|k| spawn_sender(k, &recorder, &target))
+        .collect::<anyhow::Result<_>>()?;
+    let mut first = 0u64;
     for (index, phase) in recorder.plan.phases.clone().iter().enumerate() {
         if phase.rate.is_some() {
-            open_phase(&recorder, &target, index, phase, &in_flight, &mut sequence).await;
+            let mut started = Vec::new();
+            for (commands, _) in &senders {
+                let (sent, done) = oneshot::channel();
+                commands
+                    .send(Command::Phase { index, first, sent })
+                    .map_err(|_| anyhow::anyhow!("a sending thread stopped"))?;
+                started.push(done);
+            }
+            for done in started {
+                done.await.context("a sending thread stopped mid-phase")?;
+            }
+            first += phase.planned();
         } else {
             closed_phase(&recorder, &target, index, phase).await?;
         }
     }
-    // Every permit back: every press answered.
-    let _all = in_flight
-        .acquire_many(target.max_in_flight as u32)
-        .await
-        .context("waiting for presses in flight")?;
+    // Closing the command channels lets each thread finish once every
+    // press it sent is answered.
+    for (commands, thread) in senders {
+        drop(commands);
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("joining a sending thread")?
+            .map_err(|_| anyhow::anyhow!("a sending thread panicked"))?;
+    }
     Ok(())
 }
 
-async fn open_phase(
-    recorder: &Arc<Recorder>,
-    target: &Target,
-    index: usize,
-    phase: &PhasePlan,
-    in_flight: &Arc<Semaphore>,
-    sequence: &mut u64,
-) {
-    let start = recorder.start;
-    for i in 0..phase.planned() {
-        let due = start + phase.due(i);
-        // The timer's resolution is a millisecond: a press due within half
-        // of one goes now rather than a whole tick late.
-        if due > Instant::now() + Duration::from_micros(500) {
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        recorder.sending(index, due, Instant::now());
-        let recorder = recorder.clone();
-        let api = target.api(*sequence).clone();
-        let pow = target.pow;
-        *sequence += 1;
-        tokio::spawn(async move {
-            press(&recorder, &api, pow, index, due).await;
-            drop(permit);
-        });
-    }
+type Sender = (mpsc::UnboundedSender<Command>, std::thread::JoinHandle<()>);
+
+/// Sending thread `k` of `target.threads`: presses `k`, `k + threads`, ...
+/// of each open phase, with its share of the in-flight cap.
+fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::Result<Sender> {
+    let (commands, mut inbox) = mpsc::unbounded_channel::<Command>();
+    let recorder = recorder.clone();
+    let target = target.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a sending thread's runtime")?;
+    let thread = std::thread::Builder::new()
+        .name(format!("press-{k}"))
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                let client = Rc::new(PressClient::new(&target.urls).expect("URLs checked"));
+                let share = target.max_in_flight.div_ceil(target.threads);
+                let in_flight = Arc::new(Semaphore::new(share));
+                while let Some(Command::Phase { index, first, sent }) = inbox.recv().await {
+                    let phase = &recorder.plan.phases[index];
+                    let presses = (k as u64..phase.planned()).step_by(target.threads);
+                    for i in presses {
+                        let due = recorder.start + phase.due(i);
+                        // The timer's resolution is a millisecond: a press
+                        // due within half of one goes now rather than a
+                        // whole tick late.
+                        if due > Instant::now() + Duration::from_micros(500) {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                            return;
+                        };
+                        recorder.sending(index, due, Instant::now());
+                        let recorder = recorder.clone();
+                        let client = client.clone();
+                        let api = target.api(first + i).clone();
+                        let instance = ((first + i) % client.instances() as u64) as usize;
+                        let pow = target.pow;
+                        tokio::task::spawn_local(async move {
+                            let answer = open_press(&client, instance, &api, pow).await;
+                            record(&recorder, index, due, answer);
+                            drop(permit);
+                        });
+                    }
+                    let _ = sent.send(());
+                }
+                // Every permit back: every press answered.
+                let _ = in_flight.acquire_many(share as u32).await;
+            })
+        })
+        .context("starting a sending thread")?;
+    Ok((commands, thread))
 }
 
-/// One press, timed from `due`, its outcome recorded.
-async fn press(recorder: &Recorder, api: &Api, pow: bool, phase: usize, due: Instant) {
-    // With proof of work on, a press costs what it costs a real client:
-    // fetching a challenge and solving it count in its latency.
+/// Why a press failed before it was sent.
+const CHALLENGE_FAILED: &str = "challenge_failed";
+
+/// One open-model press. With proof of work on, a press costs what it
+/// costs a real client: fetching a challenge and solving it count in its
+/// latency.
+async fn open_press(
+    client: &PressClient,
+    instance: usize,
+    api: &Api,
+    pow: bool,
+) -> Result<Accepted, Rejected> {
+    let body = if pow {
+        match api.solved_challenge().await {
+            Ok(c) => Bytes::from(serde_json::json!({ "pow": c }).to_string()),
+            Err(_) => {
+                return Err(Rejected {
+                    status: 0,
+                    code: CHALLENGE_FAILED.into(),
+                });
+            }
+        }
+    } else {
+        Bytes::from_static(b"{}")
+    };
+    client.press(instance, body).await
+}
+
+/// A closed-model press, through the general client.
+async fn closed_press(api: &Api, pow: bool) -> Result<Accepted, Rejected> {
     let challenge = if pow {
         match api.solved_challenge().await {
             Ok(c) => Some(c),
             Err(_) => {
-                recorder.answered(phase, due);
-                recorder.error(phase, "challenge_failed", false);
-                return;
+                return Err(Rejected {
+                    status: 0,
+                    code: CHALLENGE_FAILED.into(),
+                });
             }
         }
     } else {
         None
     };
-    let answer = api.press_with(challenge).await;
+    api.press_with(challenge).await
+}
+
+/// A press's outcome, timed from `due`.
+fn record(recorder: &Recorder, phase: usize, due: Instant, answer: Result<Accepted, Rejected>) {
     recorder.answered(phase, due);
     match answer {
         Ok(a) => recorder.accept(&a, due, phase),
+        // Never sent: no press can have been stored.
+        Err(Rejected { status: 0, code }) if code == CHALLENGE_FAILED => {
+            recorder.error(phase, CHALLENGE_FAILED, false)
+        }
         Err(Rejected { status: 0, .. }) => recorder.error(phase, "transport", true),
         Err(Rejected { status: 202, .. }) => recorder.error(phase, "bad_202_body", false),
         Err(Rejected { status, code }) => recorder.error(phase, &format!("{status}_{code}"), false),
@@ -175,7 +286,8 @@ async fn closed_phase(
         Box::pin(async move {
             let due = Instant::now();
             recorder.sending(index, due, due);
-            press(&recorder, target.api(i), target.pow, index, due).await;
+            let answer = closed_press(target.api(i), target.pow).await;
+            record(&recorder, index, due, answer);
             Ok(())
         })
     }))

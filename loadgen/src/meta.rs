@@ -10,6 +10,10 @@ use std::process::Command;
 pub struct Meta {
     pub git_commit: Option<String>,
     pub git_dirty: Option<bool>,
+    /// The tracked files that differed from the commit: a run from a tree
+    /// whose only edits are to documents still measured the commit's code.
+    #[serde(default)]
+    pub git_dirty_paths: Option<Vec<String>>,
     pub machine: Machine,
     pub versions: Versions,
     /// How the lab's binaries (loadgen, service, reducer: one cargo build)
@@ -80,10 +84,18 @@ pub fn collect(driver: &str, started_at: String, local_stack: bool) -> Meta {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let git = PathBuf::from("git");
+    let dirty = run(&git, &["status", "--porcelain", "--untracked-files=no"]).map(|s| {
+        s.lines()
+            .filter_map(|l| l.get(3..))
+            // A rename reads "old -> new": both sides changed.
+            .flat_map(|p| p.split(" -> "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
     Meta {
         git_commit: run(&git, &["rev-parse", "HEAD"]),
-        git_dirty: run(&git, &["status", "--porcelain", "--untracked-files=no"])
-            .map(|s| !s.is_empty()),
+        git_dirty: dirty.as_ref().map(|p| !p.is_empty()),
+        git_dirty_paths: dirty,
         machine: Machine {
             cpu_model: cpuinfo.lines().find_map(|l| {
                 l.strip_prefix("model name")?

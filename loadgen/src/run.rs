@@ -115,6 +115,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         &endpoints.service_urls,
         guards.pow_difficulty > 0,
         scenario.load.max_in_flight,
+        scenario.load.threads,
     )?;
     crate::load::run(recorder.clone(), target).await?;
     let load_elapsed = recorder.start.elapsed();
@@ -237,7 +238,9 @@ async fn judge_exactly_once(
         .as_ref()
         .map(|s| s.offsets.clone())
         .unwrap_or_default();
+    let reading = Instant::now();
     let topic = match &endpoints.brokers {
+        // A minute without a new record: the broker is not coming back.
         Some(brokers) => crate::topic::read_range(
             brokers,
             &endpoints.topic,
@@ -249,6 +252,13 @@ async fn judge_exactly_once(
         .map_err(|e| e.to_string()),
         None => Err("the driver gives no broker address (set stack.brokers)".to_owned()),
     };
+    if let Ok(records) = &topic {
+        eprintln!(
+            "read {} records back from the topic in {:.1} s",
+            records.len(),
+            reading.elapsed().as_secs_f64()
+        );
+    }
     let accepted = recorder.accepted_presses();
     crate::verdict::Verdict::judge(&crate::verdict::JudgeInput {
         accepted: &accepted,

@@ -72,12 +72,16 @@ pub struct LoadSection {
     /// Presses in flight at once, at most (each holds a connection). Past
     /// it, open-model sends wait, and their lateness is measured.
     pub max_in_flight: usize,
+    /// Threads sending open-model presses, each with its own connections
+    /// and its share of `max_in_flight`; 0 (the default): one per core.
+    pub threads: usize,
 }
 
 impl Default for LoadSection {
     fn default() -> Self {
         LoadSection {
             max_in_flight: crate::load::MAX_IN_FLIGHT,
+            threads: 0,
         }
     }
 }
@@ -92,7 +96,7 @@ pub struct ValidityLimits {
     /// How late sends may start against their due time (p99, ms).
     pub max_schedule_lag_p99_ms: f64,
     /// The load generator's mean CPU over a phase, in % of the cores it
-    /// may use (its runtime's worker threads).
+    /// may use (the machine's).
     pub max_generator_cpu_pct: f64,
     /// Mean steal time over a phase, % of the machine.
     pub max_steal_pct: f64,
