@@ -17,9 +17,9 @@
 
 use crate::recorder::Recorder;
 use crate::schedule::PhasePlan;
-use crate::wire::PressClient;
+use crate::wire::{Failure, PressClient};
 use anyhow::Context;
-use button_client::{Accepted, Api, Rejected};
+use button_client::{Accepted, Api};
 use bytes::Bytes;
 use goose::prelude::*;
 use std::rc::Rc;
@@ -59,22 +59,11 @@ impl Target {
         } else {
             threads
         };
-        // Closed-model phases and proof-of-work challenges go through a
-        // general client; open-model presses through `wire`.
-        let http = reqwest::Client::builder()
-            .timeout(crate::wire::PRESS_TIMEOUT)
-            .pool_max_idle_per_host(max_in_flight)
-            .tcp_nodelay(true)
-            .build()
-            .context("building the load's HTTP client")?;
         // Checked here so that a bad URL fails the run before any load.
         PressClient::new(service_urls)?;
         Ok(Target {
             urls: service_urls.to_vec(),
-            apis: service_urls
-                .iter()
-                .map(|u| Api::with_http(http.clone(), u.clone()))
-                .collect(),
+            apis: general_apis(service_urls, max_in_flight)?,
             pow,
             max_in_flight,
             threads: threads.clamp(1, max_in_flight),
@@ -82,8 +71,29 @@ impl Target {
     }
 
     fn api(&self, i: u64) -> &Api {
-        &self.apis[(i % self.apis.len() as u64) as usize]
+        pick(&self.apis, i)
     }
+}
+
+fn pick(apis: &[Api], i: u64) -> &Api {
+    &apis[(i % apis.len() as u64) as usize]
+}
+
+/// Closed-model phases and proof-of-work challenges go through a general
+/// client; open-model presses through `wire`. Each sending thread has its
+/// own: a pooled connection's task runs on the runtime that opened it, and
+/// a thread's runtime ends with the thread.
+fn general_apis(service_urls: &[String], max_in_flight: usize) -> anyhow::Result<Vec<Api>> {
+    let http = reqwest::Client::builder()
+        .timeout(crate::wire::PRESS_TIMEOUT)
+        .pool_max_idle_per_host(max_in_flight)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the load's HTTP client")?;
+    Ok(service_urls
+        .iter()
+        .map(|u| Api::with_http(http.clone(), u.clone()))
+        .collect())
 }
 
 /// What the load stage tells a sending thread.
@@ -122,10 +132,13 @@ pub async fn run(recorder: Arc<Recorder>, target: Target) -> anyhow::Result<()> 
             closed_phase(&recorder, &target, index, phase).await?;
         }
     }
-    // Closing the command channels lets each thread finish once every
-    // press it sent is answered.
-    for (commands, thread) in senders {
-        drop(commands);
+    // Closing every command channel first lets the threads finish
+    // together, each once every press it sent is answered (a thread that
+    // stopped early would take the connections it opened for the general
+    // client with it).
+    let (commands, threads): (Vec<_>, Vec<_>) = senders.into_iter().unzip();
+    drop(commands);
+    for thread in threads {
         tokio::task::spawn_blocking(move || thread.join())
             .await
             .context("joining a sending thread")?
@@ -146,13 +159,14 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
         .enable_all()
         .build()
         .context("a sending thread's runtime")?;
+    let share = target.max_in_flight.div_ceil(target.threads);
+    let apis = general_apis(&target.urls, share)?;
     let thread = std::thread::Builder::new()
         .name(format!("press-{k}"))
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
                 let client = Rc::new(PressClient::new(&target.urls).expect("URLs checked"));
-                let share = target.max_in_flight.div_ceil(target.threads);
                 let in_flight = Arc::new(Semaphore::new(share));
                 while let Some(Command::Phase { index, first, sent }) = inbox.recv().await {
                     let phase = &recorder.plan.phases[index];
@@ -171,8 +185,11 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
                         recorder.sending(index, due, Instant::now());
                         let recorder = recorder.clone();
                         let client = client.clone();
-                        let api = target.api(first + i).clone();
-                        let instance = ((first + i) % client.instances() as u64) as usize;
+                        // Each thread's presses go round every instance,
+                        // so one stalled instance can hold every permit.
+                        let n = first + i / target.threads as u64 + k as u64;
+                        let api = pick(&apis, n).clone();
+                        let instance = (n % client.instances() as u64) as usize;
                         let pow = target.pow;
                         tokio::task::spawn_local(async move {
                             let answer = open_press(&client, instance, &api, pow).await;
@@ -190,8 +207,13 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
     Ok((commands, thread))
 }
 
-/// Why a press failed before it was sent.
-const CHALLENGE_FAILED: &str = "challenge_failed";
+/// A press that could not be made: its challenge could not be had.
+fn challenge_failed(e: anyhow::Error) -> Failure {
+    Failure::NotSent {
+        code: "challenge_failed",
+        detail: format!("{e:#}"),
+    }
+}
 
 /// One open-model press. With proof of work on, a press costs what it
 /// costs a real client: fetching a challenge and solving it count in its
@@ -201,17 +223,10 @@ async fn open_press(
     instance: usize,
     api: &Api,
     pow: bool,
-) -> Result<Accepted, Rejected> {
+) -> Result<Accepted, Failure> {
     let body = if pow {
-        match api.solved_challenge().await {
-            Ok(c) => Bytes::from(serde_json::json!({ "pow": c }).to_string()),
-            Err(_) => {
-                return Err(Rejected {
-                    status: 0,
-                    code: CHALLENGE_FAILED.into(),
-                });
-            }
-        }
+        let pow = api.solved_challenge().await.map_err(challenge_failed)?;
+        Bytes::from(serde_json::json!({ "pow": pow }).to_string())
     } else {
         Bytes::from_static(b"{}")
     };
@@ -219,35 +234,29 @@ async fn open_press(
 }
 
 /// A closed-model press, through the general client.
-async fn closed_press(api: &Api, pow: bool) -> Result<Accepted, Rejected> {
+async fn closed_press(api: &Api, pow: bool) -> Result<Accepted, Failure> {
     let challenge = if pow {
-        match api.solved_challenge().await {
-            Ok(c) => Some(c),
-            Err(_) => {
-                return Err(Rejected {
-                    status: 0,
-                    code: CHALLENGE_FAILED.into(),
-                });
-            }
-        }
+        Some(api.solved_challenge().await.map_err(challenge_failed)?)
     } else {
         None
     };
-    api.press_with(challenge).await
+    api.press_with(challenge)
+        .await
+        .map_err(Failure::from_rejected)
 }
 
 /// A press's outcome, timed from `due`.
-fn record(recorder: &Recorder, phase: usize, due: Instant, answer: Result<Accepted, Rejected>) {
+fn record(recorder: &Recorder, phase: usize, due: Instant, answer: Result<Accepted, Failure>) {
     recorder.answered(phase, due);
     match answer {
         Ok(a) => recorder.accept(&a, due, phase),
-        // Never sent: no press can have been stored.
-        Err(Rejected { status: 0, code }) if code == CHALLENGE_FAILED => {
-            recorder.error(phase, CHALLENGE_FAILED, false)
+        // Never written: no press can have been stored.
+        Err(Failure::NotSent { code, .. }) => recorder.error(phase, code, false),
+        Err(Failure::NoAnswer(_)) => recorder.error(phase, "transport", true),
+        Err(Failure::Refused { status: 202, .. }) => recorder.error(phase, "bad_202_body", false),
+        Err(Failure::Refused { status, code }) => {
+            recorder.error(phase, &format!("{status}_{code}"), false)
         }
-        Err(Rejected { status: 0, .. }) => recorder.error(phase, "transport", true),
-        Err(Rejected { status: 202, .. }) => recorder.error(phase, "bad_202_body", false),
-        Err(Rejected { status, code }) => recorder.error(phase, &format!("{status}_{code}"), false),
     }
 }
 

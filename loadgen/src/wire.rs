@@ -32,13 +32,30 @@ pub enum WireError {
     Url { url: String, reason: String },
 }
 
-/// Why a press got no answer.
-#[derive(Debug, thiserror::Error)]
-enum Exchange {
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+/// How a press failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Never written to the service (no connection could be made, or
+    /// what the press needed first failed): it cannot have been stored.
+    NotSent { code: &'static str, detail: String },
+    /// Written (or maybe written), and no answer came: it may have been
+    /// stored without its 202.
+    NoAnswer(String),
+    /// An answer other than a well-formed 202.
+    Refused { status: u16, code: String },
+}
+
+impl Failure {
+    /// A general client's refusal (`button_client`): status 0 is no answer.
+    pub fn from_rejected(r: Rejected) -> Failure {
+        match r.status {
+            0 => Failure::NoAnswer(r.code),
+            status => Failure::Refused {
+                status,
+                code: r.code,
+            },
+        }
+    }
 }
 
 /// One service instance's press endpoint and its idle connections.
@@ -72,20 +89,13 @@ impl PressClient {
     }
 
     /// `POST /v1/events/press` with `body` on instance `instance`.
-    /// `Rejected::status` is 0 when no answer came (connect or transport
-    /// failure, timeout): the press may still have been stored.
-    pub async fn press(&self, instance: usize, body: Bytes) -> Result<Accepted, Rejected> {
+    pub async fn press(&self, instance: usize, body: Bytes) -> Result<Accepted, Failure> {
         let endpoint = &self.endpoints[instance % self.endpoints.len()];
         match tokio::time::timeout(PRESS_TIMEOUT, exchange(endpoint, body)).await {
             Ok(Ok((status, body))) => answer(status, &body),
-            Ok(Err(e)) => Err(Rejected {
-                status: 0,
-                code: format!("transport: {e}"),
-            }),
-            Err(_) => Err(Rejected {
-                status: 0,
-                code: "transport: timed out".into(),
-            }),
+            Ok(Err(f)) => Err(f),
+            // Where it timed out is not known: counted as maybe stored.
+            Err(_) => Err(Failure::NoAnswer("timed out".into())),
         }
     }
 }
@@ -118,36 +128,54 @@ fn endpoint(url: &str) -> Result<Endpoint, WireError> {
 }
 
 /// One request and its whole answer on an idle connection, or a new one.
-async fn exchange(endpoint: &Endpoint, body: Bytes) -> Result<(u16, Bytes), Exchange> {
-    // A reused connection that fails before the request is written (the
-    // service restarted) is dropped for the next one, as a browser would.
-    let mut sender = loop {
-        match take_idle(endpoint) {
-            Some(mut s) => {
-                if s.ready().await.is_ok() {
-                    break s;
-                }
-            }
-            None => {
-                let mut s = connect(endpoint).await?;
-                s.ready().await?;
-                break s;
-            }
-        }
+async fn exchange(endpoint: &Endpoint, body: Bytes) -> Result<(u16, Bytes), Failure> {
+    let not_sent = |detail: String| Failure::NotSent {
+        code: "connect_failed",
+        detail,
     };
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(endpoint.uri.clone())
         .header(HOST, endpoint.host_header.clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .body(Full::new(body))
         .expect("a request from valid parts");
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    // Only a connection whose answer was read in full goes back to the pool.
-    endpoint.idle.borrow_mut().push(sender);
-    Ok((status, body))
+    loop {
+        let (mut sender, reused) = match take_idle(endpoint) {
+            Some(s) => (s, true),
+            None => (connect(endpoint).await.map_err(not_sent)?, false),
+        };
+        if let Err(e) = sender.ready().await {
+            // A kept-alive connection the service closed meanwhile (it
+            // restarted): the next one is tried, as a browser would.
+            if reused {
+                continue;
+            }
+            return Err(not_sent(e.to_string()));
+        }
+        let response = match sender.try_send_request(request).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                // Not written: the same request goes on another connection.
+                Some(unsent) if reused => {
+                    request = unsent;
+                    continue;
+                }
+                Some(_) => return Err(not_sent(e.into_error().to_string())),
+                None => return Err(Failure::NoAnswer(e.into_error().to_string())),
+            },
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failure::NoAnswer(e.to_string()))?
+            .to_bytes();
+        // Only a connection whose answer was read in full goes back.
+        endpoint.idle.borrow_mut().push(sender);
+        return Ok((status, body));
+    }
 }
 
 fn take_idle(endpoint: &Endpoint) -> Option<SendRequest<Full<Bytes>>> {
@@ -163,13 +191,15 @@ fn take_idle(endpoint: &Endpoint) -> Option<SendRequest<Full<Bytes>>> {
 }
 
 /// A new keep-alive connection; its task runs on this thread.
-async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, Exchange> {
+async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = TcpStream::connect(endpoint.authority.as_str())
         .await
-        .map_err(Exchange::Connect)?;
+        .map_err(|e| format!("connect {}: {e}", endpoint.authority))?;
     // Presses are small: send each at once rather than wait for an ACK.
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::task::spawn_local(async move {
         // Ends when the pool drops the sender or the peer closes.
         let _ = connection.await;
@@ -178,9 +208,9 @@ async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, Exchan
 }
 
 /// A 202's body as the verdict needs it, or the stable `error` code.
-pub fn answer(status: u16, body: &[u8]) -> Result<Accepted, Rejected> {
+pub fn answer(status: u16, body: &[u8]) -> Result<Accepted, Failure> {
     if status == 202 {
-        return serde_json::from_slice(body).map_err(|e| Rejected {
+        return serde_json::from_slice(body).map_err(|e| Failure::Refused {
             status,
             code: format!("bad 202 body: {e}"),
         });
@@ -193,5 +223,157 @@ pub fn answer(status: u16, body: &[u8]) -> Result<Accepted, Rejected> {
         .ok()
         .and_then(|r| r.error)
         .unwrap_or_else(|| "<no code>".to_owned());
-    Err(Rejected { status, code })
+    Err(Failure::Refused { status, code })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const ACCEPTED: &str = r#"{"request_id":"r-1","partition":1,"offset":41,"accepted_at_ms":1}"#;
+
+    /// A server that answers every request with `answer`, then closes the
+    /// connection when `close` says so; counts connections.
+    async fn server(
+        answer: String,
+        close: bool,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        // Each request fits one read here: "{}" bodies.
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if socket.write_all(answer.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    fn http(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    async fn local<F: std::future::Future>(f: F) -> F::Output {
+        tokio::task::LocalSet::new().run_until(f).await
+    }
+
+    async fn press_once(url: String) -> Result<Accepted, Failure> {
+        local(async {
+            PressClient::new(&[url])
+                .unwrap()
+                .press(0, Bytes::from_static(b"{}"))
+                .await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_202_is_read_and_its_connection_kept_alive() {
+        let (url, connections) = server(http("202 Accepted", ACCEPTED), false).await;
+        local(async {
+            let client = PressClient::new(&[url]).unwrap();
+            for _ in 0..3 {
+                let a = client.press(0, Bytes::from_static(b"{}")).await.unwrap();
+                assert_eq!(
+                    (a.partition, a.offset, a.request_id.as_str()),
+                    (1, 41, "r-1")
+                );
+            }
+        })
+        .await;
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_service_closed_is_replaced_not_failed() {
+        let (url, connections) = server(http("202 Accepted", ACCEPTED), true).await;
+        local(async {
+            let client = PressClient::new(&[url]).unwrap();
+            // Back to back, a closed connection may still look idle: its
+            // request goes on a new one. With a pause, it is seen closed.
+            for i in 0..20 {
+                client.press(0, Bytes::from_static(b"{}")).await.unwrap();
+                if i % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+        .await;
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_its_status_and_code() {
+        let body = r#"{"error":"rate_limited","message":"slow down"}"#;
+        let (url, _) = server(http("429 Too Many Requests", body), false).await;
+        let got = press_once(url).await;
+        assert_eq!(
+            got.unwrap_err(),
+            Failure::Refused {
+                status: 429,
+                code: "rate_limited".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn no_service_listening_is_not_sent_rather_than_unanswered() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let got = press_once(format!("http://127.0.0.1:{port}")).await;
+        assert!(
+            matches!(
+                got,
+                Err(Failure::NotSent {
+                    code: "connect_failed",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_that_drops_the_request_unanswered_may_have_stored_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            // Read, then gone without a word.
+        });
+        let got = press_once(url).await;
+        assert!(matches!(got, Err(Failure::NoAnswer(_))), "{got:?}");
+    }
+
+    #[test]
+    fn urls_other_than_plain_http_are_refused_up_front() {
+        assert!(PressClient::new(&["https://example.org".into()]).is_err());
+        assert!(PressClient::new(&["not a url".into()]).is_err());
+        assert!(PressClient::new(&["http://127.0.0.1:8080".into()]).is_ok());
+    }
 }
