@@ -41,6 +41,7 @@ fn per_press(c: &mut Criterion) {
             users: None,
             ramp_s: 0,
             warmup: false,
+            endpoint: loadgen::scenario::Endpoint::Press,
         }],
     };
     let accepted: Vec<Accepted> = (0..1024i64)

@@ -637,6 +637,7 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     });
     sections.insert("repeats", repeats_section(&repeats));
     sections.insert("knee", knee_section(&runs));
+    sections.insert("press-path", press_path_section(&runs));
     sections.insert("spike", spike_section(&runs));
     sections.insert("faults", faults_section(&runs));
     sections.insert("fault-matrix", fault_matrix(&runs));
@@ -879,6 +880,27 @@ fn knee_section(runs: &[(String, Value, Value)]) -> String {
             phase_rows(s)
         ),
         None => "No ramp run stored yet.\n".to_owned(),
+    }
+}
+
+/// The newest run that measured the press path: its ratio, both rates and
+/// the client that sent both.
+fn press_path_section(runs: &[(String, Value, Value)]) -> String {
+    let path = |s: &Value| {
+        serde_json::from_value::<crate::summary::PressPath>(s.get("press_path")?.clone()).ok()
+    };
+    match latest(runs, |s| path(s).is_some()) {
+        Some((name, s, _)) => {
+            let p = path(s).expect("picked for having one");
+            format!(
+                "From `{name}`: press/trivial **{:.3}** (goal ≥ {}): {} (verdict {}).\n",
+                p.ratio,
+                crate::summary::PRESS_PATH_GOAL,
+                crate::report::press_path_text(&p),
+                verdict(s)
+            )
+        }
+        None => "No press-path run stored yet.\n".to_owned(),
     }
 }
 
@@ -1226,6 +1248,36 @@ pub fn html_pages(experiments: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_press_path_section_takes_the_newest_run_that_measured_it() {
+        assert_eq!(press_path_section(&[]), "No press-path run stored yet.\n");
+        let run = |name: &str, ratio: Option<f64>| {
+            let path = ratio.map(|r| {
+                serde_json::json!({
+                    "live_phase": "trivial", "live_per_s": 1000.0,
+                    "press_phase": "press", "press_per_s": r * 1000.0,
+                    "ratio": r, "client": "the client",
+                })
+            });
+            let summary = serde_json::json!({ "press_path": path, "verdict": { "clean": true } });
+            (name.to_owned(), summary, Value::Null)
+        };
+        let md = press_path_section(&[
+            run("older", Some(0.25)),
+            run("newer", Some(0.5)),
+            run("old-style", None),
+        ]);
+        assert!(
+            md.contains("`newer`")
+                && md.contains("**0.500**")
+                && md.contains("500.0 presses/s")
+                && md.contains("1000.0/s `GET /health/live`")
+                && md.contains("the client")
+                && md.contains("verdict clean"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn only_uncommitted_code_makes_a_run_stale() {

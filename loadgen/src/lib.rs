@@ -29,6 +29,7 @@ pub mod measure;
 pub mod meta;
 pub mod observe;
 pub mod probe;
+pub mod profile;
 pub mod recorder;
 pub mod repeat;
 pub mod report;
@@ -80,6 +81,12 @@ pub enum Command {
         /// aggregate with the spread (min / median / max).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
+        /// Also profiles these processes with perf (`service`, `broker`,
+        /// `reducer`, `postgres`, `redis`, `loadgen`; comma-separated or
+        /// repeated), beside any the scenario's [profile] names: a flame
+        /// graph each in the run's folder.
+        #[arg(long, value_delimiter = ',')]
+        profile: Vec<String>,
     },
     /// Runs every point of a scenario's [sweep] and stores a table and chart.
     Sweep {
@@ -172,9 +179,18 @@ async fn run_scenario(
     out: std::path::PathBuf,
     quiet: bool,
     repeat: u32,
+    profile: &[String],
 ) -> anyhow::Result<bool> {
     let path = scenario::resolve(name);
-    let scenario = scenario::load(&path)?;
+    let mut scenario = scenario::load(&path)?;
+    for target in profile {
+        if !scenario.profile.targets.contains(target) {
+            scenario.profile.targets.push(target.clone());
+        }
+    }
+    scenario
+        .check_profile()
+        .map_err(|(_, message)| anyhow::anyhow!("--profile: {message}"))?;
     anyhow::ensure!(
         scenario.sweep.is_empty(),
         "{}: has a [sweep]; use `loadgen sweep`",
@@ -227,8 +243,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             quiet,
             repeat,
+            profile,
         } => {
-            if !run_scenario(&scenario, out, quiet, repeat).await? {
+            if !run_scenario(&scenario, out, quiet, repeat, &profile).await? {
                 anyhow::bail!("a run failed its verdict or an assert (see above)");
             }
             Ok(())

@@ -11,11 +11,15 @@
 //!   how late each send started is recorded as schedule lag. goose has no
 //!   arrival-rate executor: its users are closed loops, so a rate would
 //!   need as many users as there can be presses in flight, and a slow
-//!   answer would hold back the next send.
+//!   answer would hold back the next send. An open phase with
+//!   `endpoint = "live"` sends the service's trivial `GET /health/live`
+//!   the same way instead: what the HTTP stack alone serves, to set
+//!   presses against (its answers are served, never accepted presses).
 //! - Closed model (`users`): a goose attack for the phase, users sharing
 //!   one client, each pressing as soon as its last answer came.
 
 use crate::recorder::Recorder;
+use crate::scenario::Endpoint;
 use crate::schedule::PhasePlan;
 use crate::wire::{Failure, PressClient};
 use anyhow::Context;
@@ -54,11 +58,6 @@ impl Target {
         threads: usize,
     ) -> anyhow::Result<Target> {
         let max_in_flight = max_in_flight.max(1);
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
         // Checked here so that a bad URL fails the run before any load.
         PressClient::new(service_urls)?;
         Ok(Target {
@@ -66,13 +65,24 @@ impl Target {
             apis: general_apis(service_urls, max_in_flight)?,
             pow,
             max_in_flight,
-            threads: threads.clamp(1, max_in_flight),
+            threads: sending_threads(threads, max_in_flight),
         })
     }
 
     fn api(&self, i: u64) -> &Api {
         pick(&self.apis, i)
     }
+}
+
+/// Sending threads for `[load] threads` (0: one per core), at most one
+/// per press in flight.
+pub fn sending_threads(threads: usize, max_in_flight: usize) -> usize {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    threads.clamp(1, max_in_flight.max(1))
 }
 
 fn pick(apis: &[Api], i: u64) -> &Api {
@@ -188,14 +198,25 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
                         // Each thread's presses go round every instance,
                         // so one stalled instance can hold every permit.
                         let n = first + i / target.threads as u64 + k as u64;
-                        let api = pick(&apis, n).clone();
                         let instance = (n % client.instances() as u64) as usize;
-                        let pow = target.pow;
-                        tokio::task::spawn_local(async move {
-                            let answer = open_press(&client, instance, &api, pow).await;
-                            record(&recorder, index, due, answer);
-                            drop(permit);
-                        });
+                        match phase.endpoint {
+                            Endpoint::Press => {
+                                let api = pick(&apis, n).clone();
+                                let pow = target.pow;
+                                tokio::task::spawn_local(async move {
+                                    let answer = open_press(&client, instance, &api, pow).await;
+                                    record(&recorder, index, due, answer);
+                                    drop(permit);
+                                });
+                            }
+                            Endpoint::Live => {
+                                tokio::task::spawn_local(async move {
+                                    let answer = client.live(instance).await;
+                                    record_live(&recorder, index, due, answer);
+                                    drop(permit);
+                                });
+                            }
+                        }
                     }
                     let _ = sent.send(());
                 }
@@ -250,11 +271,27 @@ fn record(recorder: &Recorder, phase: usize, due: Instant, answer: Result<Accept
     recorder.answered(phase, due);
     match answer {
         Ok(a) => recorder.accept(&a, due, phase),
+        Err(failure) => record_failure(recorder, phase, failure),
+    }
+}
+
+/// A live check's outcome, timed from `due`: served, never accepted (the
+/// ledger and the verdict are the presses').
+fn record_live(recorder: &Recorder, phase: usize, due: Instant, answer: Result<(), Failure>) {
+    recorder.answered(phase, due);
+    match answer {
+        Ok(()) => recorder.served(phase),
+        Err(failure) => record_failure(recorder, phase, failure),
+    }
+}
+
+fn record_failure(recorder: &Recorder, phase: usize, failure: Failure) {
+    match failure {
         // Never written: no press can have been stored.
-        Err(Failure::NotSent { code, .. }) => recorder.error(phase, code, false),
-        Err(Failure::NoAnswer(_)) => recorder.error(phase, "transport", true),
-        Err(Failure::Refused { status: 202, .. }) => recorder.error(phase, "bad_202_body", false),
-        Err(Failure::Refused { status, code }) => {
+        Failure::NotSent { code, .. } => recorder.error(phase, code, false),
+        Failure::NoAnswer(_) => recorder.error(phase, "transport", true),
+        Failure::Refused { status: 202, .. } => recorder.error(phase, "bad_202_body", false),
+        Failure::Refused { status, code } => {
             recorder.error(phase, &format!("{status}_{code}"), false)
         }
     }

@@ -3,13 +3,18 @@
 //! and store it once the load is over.
 
 use crate::measure::Series;
+use crate::scenario::Endpoint;
 use crate::schedule::Plan;
 use button_client::{Accepted, Ledger};
 use button_domain::Snapshot;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+/// What a live check's failure codes start with in a run's `errors`.
+pub const LIVE_ERROR_PREFIX: &str = "live_";
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -22,9 +27,13 @@ pub struct PhaseStats {
     pub sent: AtomicU64,
     pub sent_on_time: AtomicU64,
     pub accepted: AtomicU64,
+    /// Live checks answered 200 (a `live` phase): served, never accepted.
+    pub served: AtomicU64,
     /// Requests that ended without any answer (transport errors, timeouts):
     /// each may have been stored without its 202 reaching us.
     pub unanswered: AtomicU64,
+    /// Each request's latency from its due time: a press's, or in a
+    /// `live` phase a live check's.
     pub press: Series,
     pub press_to_sse: Series,
     /// How late each send started against its due time (open model).
@@ -40,6 +49,7 @@ impl PhaseStats {
             sent: AtomicU64::new(0),
             sent_on_time: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             unanswered: AtomicU64::new(0),
             press: Series::new("press"),
             press_to_sse: Series::new("press_to_sse"),
@@ -76,6 +86,9 @@ pub struct Recorder {
     /// When the load started; phases' offsets count from here.
     pub start: Instant,
     pub phases: Vec<PhaseStats>,
+    /// Run-wide figures are presses only: a `live` phase's checks count in
+    /// their phase (and in `schedule_lag`, the generator's lateness), and
+    /// their failures under `live_` codes, outside `error_count`.
     pub press: Series,
     pub press_to_sse: Series,
     pub fanout: Series,
@@ -117,10 +130,17 @@ impl Recorder {
         }
     }
 
+    /// Whether phase `phase` sends presses (rather than live checks).
+    fn presses(&self, phase: usize) -> bool {
+        self.plan.phases[phase].endpoint == Endpoint::Press
+    }
+
     /// A send starts now for a press due at `due` in phase `phase`.
     pub fn sending(&self, phase: usize, due: Instant, now: Instant) {
         let stats = &self.phases[phase];
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        if self.presses(phase) {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        }
         stats.sent.fetch_add(1, Ordering::Relaxed);
         if now < self.start + self.plan.phases[phase].end {
             stats.sent_on_time.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +153,9 @@ impl Recorder {
     /// The answer (or its absence) came: latency counts from the due time.
     pub fn answered(&self, phase: usize, due: Instant) {
         let latency = due.elapsed();
-        self.press.record(latency);
+        if self.presses(phase) {
+            self.press.record(latency);
+        }
         let stats = &self.phases[phase];
         stats.press.record(latency);
         let at = self.start.elapsed().as_micros() as u64;
@@ -162,20 +184,36 @@ impl Recorder {
         }
     }
 
+    /// A live check of phase `phase` answered 200. It is no press: the
+    /// ledger and the verdict never see it.
+    pub fn served(&self, phase: usize) {
+        self.phases[phase].served.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `code` is what the failure is counted under; `unanswered` when no
-    /// answer came at all (the press may still have been stored).
+    /// answer came at all (the press may still have been stored). A live
+    /// check's failure counts as `live_<code>`, and never as a request
+    /// that may have stored a press.
     pub fn error(&self, phase: usize, code: &str, unanswered: bool) {
+        let presses = self.presses(phase);
         if unanswered {
-            self.unanswered.fetch_add(1, Ordering::Relaxed);
+            if presses {
+                self.unanswered.fetch_add(1, Ordering::Relaxed);
+            }
             self.phases[phase]
                 .unanswered
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let code = if presses {
+            Cow::Borrowed(code)
+        } else {
+            Cow::Owned(format!("{LIVE_ERROR_PREFIX}{code}"))
+        };
         let mut errors = lock(&self.errors);
-        match errors.get_mut(code) {
+        match errors.get_mut(code.as_ref()) {
             Some(n) => *n += 1,
             None => {
-                errors.insert(code.to_owned(), 1);
+                errors.insert(code.into_owned(), 1);
             }
         }
     }
@@ -220,8 +258,13 @@ impl Recorder {
         lock(&self.errors).clone()
     }
 
+    /// Failed presses (live checks' failures left out).
     pub fn error_count(&self) -> u64 {
-        lock(&self.errors).values().sum()
+        lock(&self.errors)
+            .iter()
+            .filter(|(code, _)| !code.starts_with(LIVE_ERROR_PREFIX))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn ledger(&self) -> Ledger {
@@ -252,5 +295,59 @@ impl Recorder {
             &self.fanout,
             &self.schedule_lag,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::PhasePlan;
+
+    fn phase(start: u64, endpoint: Endpoint) -> PhasePlan {
+        PhasePlan {
+            name: format!("{endpoint:?}"),
+            start: Duration::from_secs(start),
+            end: Duration::from_secs(start + 1),
+            rate: Some(10.0),
+            users: None,
+            ramp_s: 0,
+            warmup: false,
+            endpoint,
+        }
+    }
+
+    #[test]
+    fn a_live_check_counts_in_its_phase_and_never_as_a_press() {
+        let plan = Plan {
+            phases: vec![phase(0, Endpoint::Live), phase(1, Endpoint::Press)],
+        };
+        let start = Instant::now();
+        let r = Recorder::new(plan, start);
+        for _ in 0..3 {
+            r.sending(0, start, start);
+            r.answered(0, start);
+        }
+        r.served(0);
+        r.served(0);
+        r.error(0, "transport", true);
+        let live = &r.phases[0];
+        assert_eq!(live.sent.load(Ordering::Relaxed), 3);
+        assert_eq!(live.served.load(Ordering::Relaxed), 2);
+        assert_eq!(live.unanswered.load(Ordering::Relaxed), 1);
+        assert_eq!(live.press.total().len(), 3);
+        // Nothing a press's figure or the verdict reads moved.
+        assert_eq!(r.sent.load(Ordering::Relaxed), 0);
+        assert_eq!(r.unanswered.load(Ordering::Relaxed), 0);
+        assert_eq!(r.press.total().len(), 0);
+        assert_eq!(r.error_count(), 0);
+        assert!(r.ledger().accepted == 0 && r.accepted_presses().is_empty());
+        assert_eq!(r.errors(), BTreeMap::from([("live_transport".into(), 1)]));
+
+        r.sending(1, start, start);
+        r.answered(1, start);
+        r.error(1, "transport", true);
+        assert_eq!(r.sent.load(Ordering::Relaxed), 1);
+        assert_eq!(r.unanswered.load(Ordering::Relaxed), 1);
+        assert_eq!(r.error_count(), 1);
     }
 }

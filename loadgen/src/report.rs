@@ -4,8 +4,8 @@
 
 use crate::measure::Percentiles;
 use crate::meta::Meta;
-use crate::scenario::Scenario;
-use crate::summary::Summary;
+use crate::scenario::{Endpoint, Scenario};
+use crate::summary::{PRESS_PATH_GOAL, PhaseSummary, PressPath, Summary};
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -24,6 +24,37 @@ pub fn build_text(meta: &Meta) -> String {
     }
 }
 
+/// Each profile: its flame graph, and the functions with the most samples
+/// of their own.
+fn profiles_markdown(md: &mut String, s: &Summary) -> std::fmt::Result {
+    for p in &s.profiles {
+        match (&p.flamegraph, &p.error) {
+            (Some(svg), _) => {
+                writeln!(
+                    md,
+                    "\nProfile of {} ({}, {} samples at {} Hz): [flame graph]({svg}), [folded stacks]({}). Most self time:\n",
+                    p.target,
+                    p.window,
+                    p.samples,
+                    p.frequency_hz,
+                    p.folded.as_deref().unwrap_or("")
+                )?;
+                writeln!(md, "| function | % of samples |\n|---|---|")?;
+                for (f, pct) in p.top_self.iter().take(10) {
+                    writeln!(md, "| `{}` | {pct:.1} |", f.replace('|', "\\|"))?;
+                }
+            }
+            (None, e) => writeln!(
+                md,
+                "\nProfile of {} failed: {}.",
+                p.target,
+                e.as_deref().unwrap_or("no reason recorded")
+            )?,
+        }
+    }
+    Ok(())
+}
+
 /// The cost of a press by process, largest first: `service 41.2, broker 28.0, …`.
 pub fn cost_text(s: &Summary) -> String {
     let mut cost: Vec<(&String, &f64)> = s.cost_us_per_press.iter().collect();
@@ -34,10 +65,32 @@ pub fn cost_text(s: &Summary) -> String {
         .join(", ")
 }
 
-fn target_text(p: &crate::summary::PhaseSummary) -> String {
-    p.rate.map_or_else(
+fn target_text(p: &PhaseSummary) -> String {
+    let target = p.rate.map_or_else(
         || format!("{} users", p.users.unwrap_or(0)),
         |r| format!("{r}/s"),
+    );
+    match p.endpoint {
+        Endpoint::Press => target,
+        Endpoint::Live => format!("{target} GET /health/live"),
+    }
+}
+
+/// A phase's throughput: accepted presses a second, or a `live` phase's
+/// checks served a second.
+fn per_s_text(p: &PhaseSummary) -> String {
+    match p.endpoint {
+        Endpoint::Press => format!("{:.1}", p.accepted_per_s),
+        Endpoint::Live => format!("{:.1} served", p.served_per_s),
+    }
+}
+
+/// Both rates of the press path, their phases, and the client that
+/// measured them.
+pub fn press_path_text(p: &PressPath) -> String {
+    format!(
+        "{:.1} presses/s accepted (phase `{}`) against {:.1}/s `GET /health/live` served (phase `{}`), both sent by {}",
+        p.press_per_s, p.press_phase, p.live_per_s, p.live_phase, p.client
     )
 }
 
@@ -127,6 +180,7 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
             cost_text(s)
         )?;
     }
+    profiles_markdown(&mut md, s)?;
     writeln!(
         md,
         "\n| phase | target | planned | sent on time | accepted/s | press p99 | to SSE p50 | to SSE p99 | send lag p99 | validity |\n|---|---|---|---|---|---|---|---|---|---|"
@@ -134,13 +188,13 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
     for p in &s.phases {
         writeln!(
             md,
-            "| {}{} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {}{} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             p.name,
             if p.warmup { " (warm-up)" } else { "" },
             target_text(p),
             p.planned,
             p.sent_on_time,
-            p.accepted_per_s,
+            per_s_text(p),
             p.press_latency.p99_ms,
             p.press_to_sse.p50_ms,
             p.press_to_sse.p99_ms,
@@ -152,6 +206,14 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
         writeln!(
             md,
             "\nKnee: **{knee} presses/s**, the highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted."
+        )?;
+    }
+    if let Some(p) = &s.press_path {
+        writeln!(
+            md,
+            "\nPress path: press/trivial **{:.3}** (goal ≥ {PRESS_PATH_GOAL}): {}.",
+            p.ratio,
+            press_path_text(p)
         )?;
     }
     let v = &s.verdict;
@@ -259,6 +321,26 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
     if !s.cost_us_per_press.is_empty() {
         println!("  CPU-µs per press:  {}", cost_text(s));
     }
+    for p in &s.profiles {
+        match &p.flamegraph {
+            Some(svg) => println!(
+                "  profile of {}:  {}  (top: {})",
+                p.target,
+                dir.join(svg).display(),
+                p.top_self
+                    .iter()
+                    .take(3)
+                    .map(|(f, pct)| format!("{f} {pct:.1}%"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => println!(
+                "  profile of {} failed: {}",
+                p.target,
+                p.error.as_deref().unwrap_or("?")
+            ),
+        }
+    }
     println!(
         "  {:<16} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}  validity",
         "phase", "target", "planned", "ok/s", "press p99", "SSE p99", "lag p99"
@@ -273,7 +355,11 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
             },
             target_text(p),
             p.planned,
-            p.accepted_per_s,
+            // A live phase's checks answered 200.
+            match p.endpoint {
+                Endpoint::Press => p.accepted_per_s,
+                Endpoint::Live => p.served_per_s,
+            },
             p.press_latency.p99_ms,
             p.press_to_sse.p99_ms,
             p.schedule_lag.p99_ms,
@@ -283,6 +369,13 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
     if let Some(knee) = s.knee_per_s {
         println!(
             "  knee: {knee} presses/s (highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted)"
+        );
+    }
+    if let Some(p) = &s.press_path {
+        println!(
+            "  press path: press/trivial {:.3} (goal >= {PRESS_PATH_GOAL}): {}",
+            p.ratio,
+            press_path_text(p)
         );
     }
     let v = &s.verdict;

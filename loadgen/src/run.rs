@@ -20,7 +20,7 @@ use crate::measure::{Percentiles, Series};
 use crate::meta::Build;
 use crate::recorder::{Recorder, lock};
 use crate::sample::{Row, Sampled, Sources};
-use crate::scenario::Scenario;
+use crate::scenario::{Endpoint, Scenario};
 use crate::schedule::Plan;
 use crate::summary::{self, FaultWindow, GuardsInfo, PhaseSummary, Summary, Validity};
 use crate::verdict::Verdict;
@@ -69,6 +69,13 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         );
     }
 
+    // Before the stack starts: a profile that cannot be taken says so now.
+    let profile_access = if scenario.profile.targets.is_empty() {
+        None
+    } else {
+        Some(crate::profile::check_access()?)
+    };
+
     // 1. stack
     eprintln!(
         "{name}: starting the stack ({:?} driver)",
@@ -96,6 +103,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let fault_events = Arc::new(Mutex::new(Vec::<FaultEvent>::new()));
     let fault_tasks = crate::faults::spawn(&scenario.faults, &driver, &recorder, &fault_events);
     let progress = progress_bar(options.progress, scenario.total_duration_s());
+    let recording = match profile_access {
+        Some(access) => Some(start_profile(scenario, access, &driver, &recorder, &dir)?),
+        None => None,
+    };
+    // The profiler's CPU is the run's own, shown as its own process.
+    let profiler_pid = recording.as_ref().and_then(|r| r.pid());
     let sampler_stop = button_infra::CancellationToken::new();
     let sampler = {
         let pids_of = driver.clone();
@@ -104,7 +117,11 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
             Sources {
                 reducer_url: endpoints.reducer_url.clone(),
                 service_url: endpoints.service_urls[0].clone(),
-                pids: Box::new(move || pids_of.pids()),
+                pids: Box::new(move || {
+                    let mut pids = pids_of.pids();
+                    pids.extend(profiler_pid.map(|p| ("perf".to_owned(), p)));
+                    pids
+                }),
             },
             dir.join("timeseries.csv"),
             progress.clone(),
@@ -137,10 +154,29 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         let _ = l.await;
     }
     let load_end = recorder.start.elapsed();
+    let mut profiles = Vec::new();
+    if let Some(recording) = recording {
+        profiles = crate::profile::finish(recording, &dir).await;
+        for p in &profiles {
+            match (&p.flamegraph, &p.error) {
+                (Some(svg), _) => {
+                    eprintln!(
+                        "{name}: profile of {}: {} samples, {svg}",
+                        p.target, p.samples
+                    )
+                }
+                (None, e) => eprintln!(
+                    "{name}: profile of {} failed: {}",
+                    p.target,
+                    e.as_deref().unwrap_or("?")
+                ),
+            }
+        }
+    }
 
     // 5. judge
     let verdict = judge_exactly_once(&recorder, &endpoints, state_before.as_ref(), &drained).await;
-    let summary = summarise(
+    let mut summary = summarise(
         scenario,
         options,
         &name,
@@ -153,6 +189,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         std::mem::take(&mut *lock(&fault_events)),
         &build,
     );
+    summary.profiles = profiles;
 
     // 6. store
     let meta = crate::meta::collect(
@@ -168,6 +205,50 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         Err(_) => eprintln!("the stack is still in use; leaving it to be dropped"),
     }
     Ok(RunOutcome { dir, summary })
+}
+
+/// Starts `perf` for the processes the scenario's `[profile]` names, for
+/// its phase or the whole load.
+fn start_profile(
+    scenario: &Scenario,
+    access: crate::profile::Access,
+    driver: &Driver,
+    recorder: &Recorder,
+    dir: &std::path::Path,
+) -> anyhow::Result<crate::profile::Recording> {
+    let section = &scenario.profile;
+    let (from, to, window) = match &section.phase {
+        Some(name) => {
+            let phase = recorder
+                .plan
+                .phases
+                .iter()
+                .find(|p| &p.name == name)
+                .with_context(|| format!("profile.phase: no phase is named `{name}`"))?;
+            (phase.start, phase.end, format!("phase {name}"))
+        }
+        None => (
+            Duration::ZERO,
+            recorder.plan.duration(),
+            "the whole load".to_owned(),
+        ),
+    };
+    let pids = driver.pids();
+    let mut targets: Vec<(String, u32)> = Vec::new();
+    for target in &section.targets {
+        let processes = crate::profile::resolve_target(target, &pids);
+        anyhow::ensure!(
+            !processes.is_empty(),
+            "profile: `{target}` has no process this driver knows (only the local driver's processes can be profiled)"
+        );
+        for p in processes {
+            if !targets.contains(&p) {
+                targets.push(p);
+            }
+        }
+    }
+    let delay = (recorder.start + from).saturating_duration_since(Instant::now());
+    crate::profile::start(access, section, targets, delay, to - from, window, dir)
 }
 
 async fn guards_of(service_url: &str) -> anyhow::Result<GuardsInfo> {
@@ -317,6 +398,7 @@ fn summarise(
             let (cpu_pct, steal_pct, foreign_pct) = summary::phase_machine(rows, start_s, end_s);
             let sent = stats.sent.load(Ordering::Relaxed);
             let accepted = stats.accepted.load(Ordering::Relaxed);
+            let served = stats.served.load(Ordering::Relaxed);
             let span_s = stats.span_s(plan);
             let mut p = PhaseSummary {
                 name: plan.name.clone(),
@@ -325,6 +407,7 @@ fn summarise(
                 rate: plan.rate,
                 users: plan.users,
                 warmup: plan.warmup,
+                endpoint: plan.endpoint,
                 planned: if plan.rate.is_some() {
                     plan.planned()
                 } else {
@@ -336,6 +419,8 @@ fn summarise(
                 unanswered: stats.unanswered.load(Ordering::Relaxed),
                 span_s,
                 accepted_per_s: accepted as f64 / span_s,
+                served,
+                served_per_s: served as f64 / span_s,
                 press_latency: Percentiles::of(&stats.press.total()),
                 press_to_sse: Percentiles::of(&stats.press_to_sse.total()),
                 schedule_lag: Percentiles::of(&stats.schedule_lag.total()),
@@ -348,12 +433,23 @@ fn summarise(
             p
         })
         .collect();
-    let steady: Vec<usize> = (0..phases.len()).filter(|&i| !phases[i].warmup).collect();
+    // Headline figures are presses': a live phase has its own row and the
+    // press path.
+    let presses: Vec<usize> = (0..phases.len())
+        .filter(|&i| phases[i].endpoint == Endpoint::Press)
+        .collect();
+    let steady: Vec<usize> = presses
+        .iter()
+        .copied()
+        .filter(|&i| !phases[i].warmup)
+        .collect();
     // A scenario of warm-ups only has no steady part: judge all of it.
-    let headline: Vec<usize> = if steady.is_empty() {
-        (0..phases.len()).collect()
-    } else {
+    let headline: Vec<usize> = if !steady.is_empty() {
         steady
+    } else if !presses.is_empty() {
+        presses.clone()
+    } else {
+        (0..phases.len()).collect()
     };
     let steady_s: f64 = headline.iter().map(|&i| phases[i].duration_s).sum();
     let steady_span_s: f64 = headline.iter().map(|&i| phases[i].span_s).sum();
@@ -367,7 +463,8 @@ fn summarise(
     };
     let sent = recorder.sent.load(Ordering::Relaxed);
     let errors = recorder.errors();
-    let error_count: u64 = errors.values().sum();
+    // Failed presses: a live check's failure is no press's.
+    let error_count = recorder.error_count();
     let since = |i: Instant| i.saturating_duration_since(recorder.start).as_secs_f64();
     let windows_s: Vec<FaultWindow> = recorder
         .fault_windows()
@@ -387,7 +484,7 @@ fn summarise(
         started_at: started_at.to_owned(),
         load_s: recorder.plan.duration().as_secs_f64(),
         steady_s,
-        planned: phases.iter().map(|p| p.planned).sum(),
+        planned: presses.iter().map(|&i| phases[i].planned).sum(),
         sent,
         accepted: recorder.accepted.load(Ordering::Relaxed),
         errors,
@@ -404,6 +501,7 @@ fn summarise(
         schedule_lag: of_phases(|p| &p.schedule_lag),
         cost_us_per_press: summary::cost_per_press(rows, &windows),
         knee_per_s: None,
+        press_path: None,
         lag_peak: sampled.lag_peak,
         lag_recovery_s: summary::lag_recovery(rows),
         drain_s: drained.drain_s,
@@ -412,14 +510,26 @@ fn summarise(
         validity: summary::run_validity(&phases),
         faults,
         fault_impact: summary::fault_impact(scenario, &windows_s, &frames_s, rows),
+        profiles: Vec::new(),
         phases,
         asserts: Vec::new(),
         passed: false,
     };
     s.knee_per_s = summary::knee(scenario, &s.phases);
+    s.press_path = summary::press_path(&s.phases, &client_text(scenario));
     s.asserts = summary::check_asserts(scenario, &s);
     s.passed = s.verdict.clean && s.asserts.iter().all(|a| a.passed);
     s
+}
+
+/// The client open-model phases send with, presses and live checks alike.
+fn client_text(scenario: &Scenario) -> String {
+    let load = &scenario.load;
+    format!(
+        "loadgen's open-model client (hyper HTTP/1.1 keep-alive connections, {} sending threads, at most {} requests in flight)",
+        crate::load::sending_threads(load.threads, load.max_in_flight),
+        load.max_in_flight.max(1)
+    )
 }
 
 fn progress_bar(enabled: bool, seconds: u64) -> indicatif::ProgressBar {

@@ -512,7 +512,7 @@ pub fn tree_usage(pid: u32) -> Option<Usage> {
 }
 
 /// Processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

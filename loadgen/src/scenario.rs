@@ -64,6 +64,32 @@ pub struct Scenario {
     /// How the load generator sends.
     #[serde(default)]
     pub load: LoadSection,
+    /// CPU profiles to take during the run, one flame graph per process.
+    #[serde(default)]
+    pub profile: ProfileSection,
+}
+
+/// `[profile]`: which processes `perf` samples, and when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileSection {
+    /// `service` (every instance), `service-N`, `broker`, `reducer`,
+    /// `postgres`, `redis` or `loadgen`.
+    pub targets: Vec<String>,
+    /// The phase to profile, by name; none: the whole load.
+    pub phase: Option<String>,
+    /// Samples per second per CPU the process runs on.
+    pub frequency_hz: u32,
+}
+
+impl Default for ProfileSection {
+    fn default() -> Self {
+        ProfileSection {
+            targets: Vec::new(),
+            phase: None,
+            frequency_hz: 499,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +219,21 @@ pub struct Phase {
     /// figures, its asserts, its validity and its cost per press.
     #[serde(default)]
     pub warmup: bool,
+    /// What the phase's requests ask for: presses, or (open model only)
+    /// the service's trivial `GET /health/live`, to measure what the HTTP
+    /// stack alone serves with the same client.
+    #[serde(default)]
+    pub endpoint: Endpoint,
+}
+
+/// A phase's requests: `press` (`POST /v1/events/press`, the default) or
+/// `live` (`GET /health/live`: no broker, no handler work, no press).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    #[default]
+    Press,
+    Live,
 }
 
 impl Phase {
@@ -334,6 +375,12 @@ impl Scenario {
                 }
                 _ => {}
             }
+            if p.endpoint == Endpoint::Live && !p.is_open() {
+                return Err(invalid(
+                    key("endpoint"),
+                    "`live` needs an open-model phase (rate): a closed model's users press through the general client".into(),
+                ));
+            }
             if p.ramp_s > p.duration_s {
                 return Err(invalid(
                     key("ramp_s"),
@@ -407,6 +454,7 @@ impl Scenario {
                 return Err(invalid(format!("fault[{i}].at_s"), "must be >= 0".into()));
             }
         }
+        self.check_profile().map_err(|(k, m)| invalid(k, m))?;
         check_tuning(&self.service, &service_keys(), "service").map_err(|(k, m)| invalid(k, m))?;
         check_tuning(&self.reducer, &reducer_keys(), "reducer").map_err(|(k, m)| invalid(k, m))?;
         for (key, values) in &self.sweep {
@@ -432,6 +480,43 @@ impl Scenario {
                     format!("`{first}` is not a {section} key"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `[profile]`: known processes, a phase that exists, a sane rate.
+    pub fn check_profile(&self) -> Result<(), (String, String)> {
+        let p = &self.profile;
+        for (i, t) in p.targets.iter().enumerate() {
+            let known = t == crate::profile::LOADGEN
+                || match t.parse::<Component>() {
+                    Ok(Component::Service(n)) => n < self.stack.services,
+                    Ok(_) => true,
+                    Err(_) => false,
+                };
+            if !known {
+                return Err((
+                    format!("profile.targets[{i}]"),
+                    format!(
+                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, postgres, redis or loadgen",
+                        self.stack.services
+                    ),
+                ));
+            }
+        }
+        if let Some(phase) = &p.phase
+            && !self.phases.iter().any(|ph| &ph.name == phase)
+        {
+            return Err((
+                "profile.phase".into(),
+                format!("no phase is named `{phase}`"),
+            ));
+        }
+        if !(1..=20_000).contains(&p.frequency_hz) {
+            return Err((
+                "profile.frequency_hz".into(),
+                "must be between 1 and 20000".into(),
+            ));
         }
         Ok(())
     }
@@ -687,6 +772,27 @@ mod tests {
     }
 
     #[test]
+    fn a_live_endpoint_needs_an_open_model_phase() {
+        let s = parse_str(&format!(
+            "{MINIMAL}[[phase]]\nduration_s = 2\nrate = 500\nendpoint = \"live\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(s.phases[0].endpoint, Endpoint::Press);
+        assert_eq!(s.phases[1].endpoint, Endpoint::Live);
+        let err = parse_str("[[phase]]\nduration_s = 5\nusers = 2\nendpoint = \"live\"\n")
+            .expect_err("closed model")
+            .to_string();
+        assert!(
+            err.contains("phase[0].endpoint") && err.contains("scenarios/test.toml"),
+            "{err}"
+        );
+        let err = parse_str("[[phase]]\nduration_s = 5\nrate = 2\nendpoint = \"ready\"\n")
+            .expect_err("unknown endpoint")
+            .to_string();
+        assert!(err.contains("ready"), "{err}");
+    }
+
+    #[test]
     fn fault_targets_and_storage_are_checked() {
         let err = parse_str(&format!(
             "{MINIMAL}[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"reduser\"\n"
@@ -819,6 +925,27 @@ mod tests {
     fn names_resolve_to_the_scenarios_folder() {
         assert_eq!(resolve("smoke"), PathBuf::from("scenarios/smoke.toml"));
         assert_eq!(resolve("my/own.toml"), PathBuf::from("my/own.toml"));
+    }
+
+    #[test]
+    fn a_profile_names_processes_of_the_stack_and_a_phase_of_the_scenario() {
+        let two = "[stack]\nservices = 2\n[[phase]]\nname = \"hot\"\nduration_s = 1\nrate = 1\n";
+        let s = parse_str(&format!(
+            "{two}[profile]\ntargets = [\"service\", \"service-1\", \"broker\", \"loadgen\"]\nphase = \"hot\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(s.profile.frequency_hz, 499);
+        for (profile, key) in [
+            ("targets = [\"service-2\"]", "profile.targets[0]"),
+            ("targets = [\"broker\", \"nginx\"]", "profile.targets[1]"),
+            ("phase = \"cold\"", "profile.phase"),
+            ("frequency_hz = 0", "profile.frequency_hz"),
+        ] {
+            let err = parse_str(&format!("{two}[profile]\n{profile}\n"))
+                .expect_err(profile)
+                .to_string();
+            assert!(err.contains(key), "{profile}: {err}");
+        }
     }
 
     #[test]

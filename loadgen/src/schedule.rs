@@ -2,7 +2,7 @@
 //! plans `rate × duration` presses at even intervals; a closed-model phase
 //! plans users, and its presses are due when each user is ready.
 
-use crate::scenario::Scenario;
+use crate::scenario::{Endpoint, Scenario};
 use std::time::Duration;
 
 /// One load step, as offsets from the start of the load.
@@ -15,6 +15,8 @@ pub struct PhasePlan {
     pub users: Option<usize>,
     pub ramp_s: u64,
     pub warmup: bool,
+    /// Presses, or live checks (which are planned and sent, never pressed).
+    pub endpoint: Endpoint,
 }
 
 impl PhasePlan {
@@ -72,6 +74,7 @@ impl Plan {
                     users: p.users,
                     ramp_s: p.ramp_s,
                     warmup: p.warmup,
+                    endpoint: p.endpoint,
                 }
             })
             .collect();
@@ -82,9 +85,14 @@ impl Plan {
         self.phases.last().map_or(Duration::ZERO, |p| p.end)
     }
 
-    /// Open-model presses due at or before `elapsed`.
+    /// Open-model presses due at or before `elapsed` (live checks are not
+    /// presses).
     pub fn planned_by(&self, elapsed: Duration) -> u64 {
-        self.phases.iter().map(|p| p.planned_by(elapsed)).sum()
+        self.phases
+            .iter()
+            .filter(|p| p.endpoint == Endpoint::Press)
+            .map(|p| p.planned_by(elapsed))
+            .sum()
     }
 
     /// The phase whose planned time holds `elapsed` (the last one after).
@@ -109,6 +117,7 @@ mod tests {
             users: None,
             ramp_s: 0,
             warmup: false,
+            endpoint: Endpoint::Press,
         }
     }
 
@@ -135,5 +144,16 @@ mod tests {
         assert_eq!(plan.phase_at(Duration::from_millis(4999)), 0);
         assert_eq!(plan.phase_at(Duration::from_secs(5)), 1);
         assert_eq!(plan.phase_at(Duration::from_secs(50)), 1);
+    }
+
+    #[test]
+    fn live_checks_are_planned_but_are_not_presses() {
+        let mut live = open(5, 10, 300.0);
+        live.endpoint = Endpoint::Live;
+        assert_eq!(live.planned(), 1500);
+        let plan = Plan {
+            phases: vec![open(0, 5, 100.0), live],
+        };
+        assert_eq!(plan.planned_by(Duration::from_secs(100)), 500);
     }
 }

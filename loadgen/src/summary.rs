@@ -6,7 +6,7 @@
 use crate::faults::FaultEvent;
 use crate::measure::Percentiles;
 use crate::sample::{LOADGEN, Row};
-use crate::scenario::{Scenario, ValidityLimits};
+use crate::scenario::{Endpoint, Scenario, ValidityLimits};
 use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +47,10 @@ pub struct PhaseSummary {
     pub users: Option<usize>,
     #[serde(default)]
     pub warmup: bool,
+    /// `press`, or `live`: a phase of `GET /health/live` checks, whose
+    /// figures are of those (`served`, not `accepted`).
+    #[serde(default)]
+    pub endpoint: Endpoint,
     /// Presses the plan had due in this phase (open model; a closed
     /// model plans what it sends).
     #[serde(default)]
@@ -65,6 +69,12 @@ pub struct PhaseSummary {
     pub span_s: f64,
     /// Accepted presses over `span_s`.
     pub accepted_per_s: f64,
+    /// Live checks answered 200 (a `live` phase), and those over `span_s`.
+    #[serde(default)]
+    pub served: u64,
+    #[serde(default)]
+    pub served_per_s: f64,
+    /// From due time to answer: of presses, or of a `live` phase's checks.
     pub press_latency: Percentiles,
     pub press_to_sse: Percentiles,
     /// How late sends started against their due time.
@@ -136,8 +146,34 @@ pub struct AssertResult {
     pub passed: bool,
 }
 
+/// What the broker round trip and the press handler cost against the HTTP
+/// stack alone: in one run, one client saturating `GET /health/live`, then
+/// presses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PressPath {
+    /// The steady `live` phase that served the most checks a second, and
+    /// that rate.
+    pub live_phase: String,
+    pub live_per_s: f64,
+    /// The steady open-model press phase that accepted the most presses a
+    /// second, and that rate.
+    pub press_phase: String,
+    pub press_per_s: f64,
+    /// `press_per_s / live_per_s`.
+    pub ratio: f64,
+    /// The client that measured both.
+    pub client: String,
+}
+
+/// The press path's ratio readers compare against (from the issue that
+/// asked for it): presses reach at least this share of the trivial
+/// endpoint's rate.
+pub const PRESS_PATH_GOAL: f64 = 0.3;
+
 /// `summary.json`. Headline figures (`accepted_per_s`, the latencies,
-/// `cost_us_per_press`) cover the steady phases, not the warm-up.
+/// `cost_us_per_press`) cover the steady press phases, not the warm-up
+/// nor `live` phases (those are in `phases` and `press_path`); `planned`,
+/// `sent`, `accepted` and `error_rate` count presses only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
@@ -146,7 +182,7 @@ pub struct Summary {
     pub guards: GuardsInfo,
     pub started_at: String,
     pub load_s: f64,
-    /// Seconds of steady (not warm-up) phases.
+    /// Seconds of steady (not warm-up) press phases.
     #[serde(default)]
     pub steady_s: f64,
     #[serde(default)]
@@ -173,6 +209,10 @@ pub struct Summary {
     /// The highest open-model rate whose phase was valid, accepted every
     /// planned press, and met the scenario's `[knee]` objective.
     pub knee_per_s: Option<f64>,
+    /// Presses against the trivial endpoint with the same client, when the
+    /// run has steady phases of both.
+    #[serde(default)]
+    pub press_path: Option<PressPath>,
     pub lag_peak: f64,
     /// Seconds from the lag's peak until it was next zero.
     pub lag_recovery_s: Option<f64>,
@@ -185,6 +225,9 @@ pub struct Summary {
     pub validity: Validity,
     pub faults: Vec<FaultEvent>,
     pub fault_impact: Vec<FaultImpact>,
+    /// CPU profiles taken during the run (`[profile]`, `--profile`).
+    #[serde(default)]
+    pub profiles: Vec<crate::profile::Profile>,
     pub asserts: Vec<AssertResult>,
     /// The verdict is clean and every assert passed (validity is reported
     /// beside it, not folded in: an invalid run still counted right).
@@ -257,8 +300,12 @@ pub fn phase_validity(
     if phase.rate.is_some() && phase.planned > 0 {
         let ratio = phase.sent_on_time as f64 / phase.planned as f64;
         if ratio < limits.min_sent_ratio {
+            let requests = match phase.endpoint {
+                Endpoint::Press => "presses",
+                Endpoint::Live => "live checks",
+            };
             reasons.push(format!(
-                "generator fell behind: sent {} of {} planned presses on time ({:.1}%, limit {:.1}%)",
+                "generator fell behind: sent {} of {} planned {requests} on time ({:.1}%, limit {:.1}%)",
                 phase.sent_on_time,
                 phase.planned,
                 ratio * 100.0,
@@ -345,6 +392,7 @@ pub fn knee(scenario: &Scenario, phases: &[PhaseSummary]) -> Option<f64> {
         .iter()
         .filter(|p| {
             !p.warmup
+                && p.endpoint == Endpoint::Press
                 && p.validity.valid
                 && p.planned > 0
                 && p.accepted == p.planned
@@ -354,6 +402,29 @@ pub fn knee(scenario: &Scenario, phases: &[PhaseSummary]) -> Option<f64> {
         .fold(None, |best: Option<f64>, r| {
             Some(best.map_or(r, |b| b.max(r)))
         })
+}
+
+/// The steady `live` phase with the most served/s against the steady open
+/// press phase with the most accepted/s; none unless the run has both and
+/// the live phase served something. Validity is the phases' own, reported
+/// beside it.
+pub fn press_path(phases: &[PhaseSummary], client: &str) -> Option<PressPath> {
+    let best = |endpoint: Endpoint, per_s: fn(&PhaseSummary) -> f64| {
+        phases
+            .iter()
+            .filter(|p| !p.warmup && p.rate.is_some() && p.endpoint == endpoint)
+            .max_by(|a, b| per_s(a).total_cmp(&per_s(b)))
+    };
+    let live = best(Endpoint::Live, |p| p.served_per_s)?;
+    let press = best(Endpoint::Press, |p| p.accepted_per_s)?;
+    (live.served_per_s > 0.0).then(|| PressPath {
+        live_phase: live.name.clone(),
+        live_per_s: live.served_per_s,
+        press_phase: press.name.clone(),
+        press_per_s: press.accepted_per_s,
+        ratio: press.accepted_per_s / live.served_per_s,
+        client: client.to_owned(),
+    })
 }
 
 pub fn check_asserts(scenario: &Scenario, s: &Summary) -> Vec<AssertResult> {
@@ -512,6 +583,7 @@ mod tests {
             rate: Some(rate),
             users: None,
             warmup: false,
+            endpoint: Endpoint::Press,
             planned,
             sent: planned,
             sent_on_time: on_time,
@@ -519,6 +591,8 @@ mod tests {
             unanswered: 0,
             span_s: 10.0,
             accepted_per_s: accepted as f64 / 10.0,
+            served: 0,
+            served_per_s: 0.0,
             press_latency: Percentiles::default(),
             press_to_sse: Percentiles {
                 p99_ms: p99,
@@ -621,6 +695,76 @@ mod tests {
         assert_eq!(knee(&scenario(""), &[phase(1.0, 1, 1, 1, 1.0)]), None);
     }
 
+    fn live(rate: f64, served: u64) -> PhaseSummary {
+        let mut p = phase(rate, served, served, 0, 0.0);
+        p.name = format!("live {rate}/s");
+        p.endpoint = Endpoint::Live;
+        p.served = served;
+        p.served_per_s = served as f64 / 10.0;
+        p
+    }
+
+    #[test]
+    fn the_knee_ignores_live_phases() {
+        let s = scenario("[knee]\np99_press_to_sse_ms = 100\n");
+        let mut checks = live(9000.0, 90_000);
+        // Even one that looks like a phase that kept every press.
+        checks.accepted = checks.planned;
+        let ok = phase(1000.0, 10_000, 10_000, 10_000, 40.0);
+        assert_eq!(knee(&s, &[checks, ok]), Some(1000.0));
+    }
+
+    #[test]
+    fn the_press_path_sets_the_best_steady_press_phase_against_the_best_live_one() {
+        let mut warm = phase(500.0, 5_000, 5_000, 5_000, 10.0);
+        warm.warmup = true;
+        warm.accepted_per_s = 1e9;
+        let slow_live = live(1000.0, 10_000);
+        let fast_live = live(50_000.0, 200_000);
+        let press = phase(20_000.0, 200_000, 100_000, 60_000, 10.0);
+        let phases = [warm.clone(), slow_live, fast_live, press.clone()];
+        let p = press_path(&phases, "client").expect("both kinds");
+        assert_eq!(
+            (p.live_phase.as_str(), p.press_phase.as_str()),
+            ("live 50000/s", "20000/s")
+        );
+        assert_eq!((p.live_per_s, p.press_per_s), (20_000.0, 6_000.0));
+        assert!((p.ratio - 0.3).abs() < 1e-12, "{p:?}");
+        assert_eq!(p.client, "client");
+        // Only presses, only live checks, or a warm-up live phase: none.
+        assert_eq!(press_path(&[warm.clone(), press.clone()], "c"), None);
+        assert_eq!(press_path(&[live(10.0, 100)], "c"), None);
+        let mut warm_live = live(10.0, 100);
+        warm_live.warmup = true;
+        assert_eq!(press_path(&[warm_live, press.clone()], "c"), None);
+        assert_eq!(press_path(&[live(10.0, 0), press], "c"), None);
+    }
+
+    #[test]
+    fn a_live_phase_that_fell_behind_says_live_checks() {
+        let mut p = live(150_000.0, 50_000);
+        p.planned = 1_500_000;
+        let v = phase_validity(&ValidityLimits::default(), &p, true, 2);
+        let text = v.reasons.join("\n");
+        assert!(text.contains("planned live checks on time"), "{text}");
+    }
+
+    #[test]
+    fn stored_summaries_from_before_the_press_path_still_read() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../experiments/2026-11-29T035453Z-ceiling-r1");
+        let s = Summary::read(&dir).expect("an old summary.json reads");
+        assert_eq!(s.press_path, None);
+        assert!(!s.phases.is_empty());
+        assert!(
+            s.phases
+                .iter()
+                .all(|p| p.endpoint == Endpoint::Press && p.served == 0),
+            "{:?}",
+            s.phases
+        );
+    }
+
     #[test]
     fn cost_per_press_divides_cpu_by_accepted_presses_within_the_windows() {
         let rows = vec![
@@ -702,6 +846,7 @@ mod tests {
             phases: vec![],
             cost_us_per_press: BTreeMap::new(),
             knee_per_s: None,
+            press_path: None,
             lag_peak: 0.0,
             lag_recovery_s: None,
             drain_s: Some(1.0),
@@ -710,6 +855,7 @@ mod tests {
             validity: Validity::of(vec![]),
             faults: vec![],
             fault_impact: vec![],
+            profiles: vec![],
             asserts: vec![],
             passed: true,
         };

@@ -8,6 +8,10 @@
 //! a press is one pre-built request on a connection this thread owns, so a
 //! run measures the stack rather than its client. Idle connections are
 //! reused last-in first-out, so a low rate keeps few of them open.
+//!
+//! A live check (`GET /health/live`, the service's trivial endpoint) takes
+//! the same path on the same connections, so the two are measured by the
+//! same client.
 
 use button_client::{Accepted, Rejected};
 use bytes::Bytes;
@@ -24,6 +28,8 @@ use tokio::net::TcpStream;
 pub const PRESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 const PRESS_PATH: &str = "/v1/events/press";
+/// The service's trivial endpoint: what the HTTP stack alone serves.
+const LIVE_PATH: &str = "/health/live";
 
 /// Why a service URL cannot be pressed.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +47,7 @@ pub enum Failure {
     /// Written (or maybe written), and no answer came: it may have been
     /// stored without its 202.
     NoAnswer(String),
-    /// An answer other than a well-formed 202.
+    /// An answer other than a well-formed 202 (a 200, for a live check).
     Refused { status: u16, code: String },
 }
 
@@ -58,12 +64,14 @@ impl Failure {
     }
 }
 
-/// One service instance's press endpoint and its idle connections.
+/// One service instance's press and live endpoints and its idle
+/// connections (a connection carries either).
 struct Endpoint {
     /// `host:port`, what connections dial and `Host:` names.
     authority: String,
     host_header: HeaderValue,
     uri: Uri,
+    live_uri: Uri,
     idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
 }
 
@@ -91,12 +99,43 @@ impl PressClient {
     /// `POST /v1/events/press` with `body` on instance `instance`.
     pub async fn press(&self, instance: usize, body: Bytes) -> Result<Accepted, Failure> {
         let endpoint = &self.endpoints[instance % self.endpoints.len()];
-        match tokio::time::timeout(PRESS_TIMEOUT, exchange(endpoint, body)).await {
-            Ok(Ok((status, body))) => answer(status, &body),
-            Ok(Err(f)) => Err(f),
-            // Where it timed out is not known: counted as maybe stored.
-            Err(_) => Err(Failure::NoAnswer("timed out".into())),
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(endpoint.uri.clone())
+            .header(HOST, endpoint.host_header.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(Full::new(body))
+            .expect("a request from valid parts");
+        let (status, body) = timed_exchange(endpoint, request).await?;
+        answer(status, &body)
+    }
+
+    /// `GET /health/live` on instance `instance`, on the same connections
+    /// as presses: a 200 is success.
+    pub async fn live(&self, instance: usize) -> Result<(), Failure> {
+        let endpoint = &self.endpoints[instance % self.endpoints.len()];
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(endpoint.live_uri.clone())
+            .header(HOST, endpoint.host_header.clone())
+            .body(Full::new(Bytes::new()))
+            .expect("a request from valid parts");
+        match timed_exchange(endpoint, request).await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(refusal(status, &body)),
         }
+    }
+}
+
+/// `exchange` within `PRESS_TIMEOUT`.
+async fn timed_exchange(
+    endpoint: &Endpoint,
+    request: Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), Failure> {
+    match tokio::time::timeout(PRESS_TIMEOUT, exchange(endpoint, request)).await {
+        Ok(result) => result,
+        // Where it timed out is not known: counted as maybe stored.
+        Err(_) => Err(Failure::NoAnswer("timed out".into())),
     }
 }
 
@@ -123,23 +162,20 @@ fn endpoint(url: &str) -> Result<Endpoint, WireError> {
         host_header: HeaderValue::from_str(&authority).map_err(|_| bad("bad host"))?,
         authority,
         uri: Uri::from_static(PRESS_PATH),
+        live_uri: Uri::from_static(LIVE_PATH),
         idle: RefCell::new(Vec::new()),
     })
 }
 
 /// One request and its whole answer on an idle connection, or a new one.
-async fn exchange(endpoint: &Endpoint, body: Bytes) -> Result<(u16, Bytes), Failure> {
+async fn exchange(
+    endpoint: &Endpoint,
+    mut request: Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), Failure> {
     let not_sent = |detail: String| Failure::NotSent {
         code: "connect_failed",
         detail,
     };
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(endpoint.uri.clone())
-        .header(HOST, endpoint.host_header.clone())
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .body(Full::new(body))
-        .expect("a request from valid parts");
     loop {
         let (mut sender, reused) = match take_idle(endpoint) {
             Some(s) => (s, true),
@@ -215,6 +251,11 @@ pub fn answer(status: u16, body: &[u8]) -> Result<Accepted, Failure> {
             code: format!("bad 202 body: {e}"),
         });
     }
+    Err(refusal(status, body))
+}
+
+/// An unwanted answer, with the body's `error` code if it has one.
+fn refusal(status: u16, body: &[u8]) -> Failure {
     #[derive(serde::Deserialize)]
     struct Refusal {
         error: Option<String>,
@@ -223,7 +264,7 @@ pub fn answer(status: u16, body: &[u8]) -> Result<Accepted, Failure> {
         .ok()
         .and_then(|r| r.error)
         .unwrap_or_else(|| "<no code>".to_owned());
-    Err(Failure::Refused { status, code })
+    Failure::Refused { status, code }
 }
 
 #[cfg(test)]
@@ -321,6 +362,58 @@ mod tests {
         })
         .await;
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn a_live_check_is_a_200_on_the_connections_presses_use() {
+        // Answers by request line: a live check gets 200 "ok", a press 202.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let n = match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let answer = if buf[..n].starts_with(b"GET /health/live HTTP/1.1\r\n") {
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned()
+                        } else {
+                            http("202 Accepted", ACCEPTED)
+                        };
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        local(async {
+            let client = PressClient::new(&[url]).unwrap();
+            for _ in 0..3 {
+                client.live(0).await.unwrap();
+                client.press(0, Bytes::from_static(b"{}")).await.unwrap();
+            }
+        })
+        .await;
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let body = r#"{"error":"shutting_down"}"#;
+        let (url, _) = server(http("503 Service Unavailable", body), false).await;
+        let got = local(async { PressClient::new(&[url]).unwrap().live(0).await }).await;
+        assert_eq!(
+            got.unwrap_err(),
+            Failure::Refused {
+                status: 503,
+                code: "shutting_down".into()
+            }
+        );
     }
 
     #[tokio::test]

@@ -232,3 +232,139 @@ async fn a_rate_beyond_the_machine_is_sent_late_in_full_and_the_run_marked_inval
     let planned: f64 = csv["planned_per_s"].iter().filter(|v| v.is_finite()).sum();
     assert_eq!(planned, 30000.0, "the plan, second by second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_live_phase_reports_the_press_path_and_keeps_its_checks_out_of_the_verdict() {
+    let stack = Stack::start(StackConfig::default())
+        .await
+        .expect("stack starts");
+    let (stdout, run, _dir) = run_loadgen(
+        &stack,
+        "[[phase]]\nname = \"trivial\"\nendpoint = \"live\"\nduration_s = 2\nrate = 200\n[[phase]]\nname = \"press\"\nduration_s = 2\nrate = 100\n[assert]\nlost = 0\nduplicated = 0\nmax_error_rate = 0.0\n",
+    )
+    .await;
+    let summary = summary(&run);
+    assert_eq!(summary["verdict"]["clean"], true, "{summary}");
+    let path = &summary["press_path"];
+    let ratio = path["ratio"].as_f64().expect("a press path");
+    assert!(ratio.is_finite() && ratio > 0.0, "{path}");
+    assert_eq!(
+        (path["live_phase"].as_str(), path["press_phase"].as_str()),
+        (Some("trivial"), Some("press")),
+        "{path}"
+    );
+    assert!(
+        path["client"].as_str().is_some_and(|c| c.contains("hyper")),
+        "{path}"
+    );
+    let (live, press) = (&summary["phases"][0], &summary["phases"][1]);
+    assert_eq!(live["endpoint"], "live", "{live}");
+    assert_eq!(live["served"], 400, "every check answered 200: {live}");
+    assert_eq!(live["accepted"], 0, "{live}");
+    assert!(live["served_per_s"].as_f64().expect("served/s") > 0.0);
+    assert_eq!(press["endpoint"], "press", "{press}");
+    // The run's figures are the presses': the checks are in their phase only.
+    assert_eq!(summary["planned"], 200, "{summary}");
+    assert_eq!(summary["sent"], press["sent"], "{summary}");
+    assert_eq!(summary["accepted"], press["accepted"], "{summary}");
+    assert_eq!(summary["verdict"]["accepted"], press["accepted"]);
+    assert_eq!(summary["press_latency"]["count"], press["sent"]);
+    assert!(stdout.contains("press path: press/trivial"), "{stdout}");
+    let report = std::fs::read_to_string(run.join("report.md")).expect("report");
+    assert!(
+        report.contains("Press path: press/trivial") && report.contains("GET /health/live"),
+        "{report}"
+    );
+}
+
+/// The external driver knows no process of the stack, but the load
+/// generator is always there to profile: its flame graph must name its
+/// own functions (frame pointers, symbols) and the report must link it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profiled_run_stores_a_flame_graph_naming_the_profiled_process_functions() {
+    loadgen::profile::check_access()
+        .expect("perf can profile here (scripts/setup installs linux-perf; CI runs as root)");
+    let stack = Stack::start(StackConfig::default())
+        .await
+        .expect("stack starts");
+    let (stdout, run, _dir) = run_loadgen(
+        &stack,
+        "[[phase]]\nname = \"steady\"\nduration_s = 3\nrate = 500\n[profile]\ntargets = [\"loadgen\"]\nphase = \"steady\"\nfrequency_hz = 999\n[assert]\nlost = 0\nduplicated = 0\n",
+    )
+    .await;
+    let summary = summary(&run);
+    let profile = &summary["profiles"][0];
+    assert_eq!(profile["target"], "loadgen", "{profile}");
+    assert_eq!(profile["window"], "phase steady", "{profile}");
+    assert!(
+        profile["samples"].as_u64().expect("samples") > 0,
+        "{profile}"
+    );
+    let svg = std::fs::read_to_string(run.join("flamegraph-loadgen.svg")).expect("the flame graph");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "not an SVG"
+    );
+    let folded =
+        std::fs::read_to_string(run.join("profile-loadgen.folded")).expect("folded stacks");
+    // The sending threads' stacks, walked through the generator's own code.
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("press-") && l.contains("loadgen::")),
+        "no stack of a sending thread names a loadgen function:\n{}",
+        folded.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        svg.contains("loadgen::"),
+        "the graph names no loadgen function"
+    );
+    let report = std::fs::read_to_string(run.join("report.md")).expect("report");
+    assert!(
+        report.contains("(flamegraph-loadgen.svg)") && report.contains("Most self time"),
+        "{report}"
+    );
+    assert!(stdout.contains("profile of loadgen"), "{stdout}");
+}
+
+/// A profile of a process the scenario's stack does not have is refused
+/// before anything starts, naming the key.
+#[test]
+fn a_profile_of_an_unknown_process_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("bad.toml");
+    std::fs::write(
+        &scenario,
+        "[[phase]]\nduration_s = 1\nrate = 1\n[profile]\ntargets = [\"service-3\"]\n",
+    )
+    .expect("scenario written");
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", scenario.to_str().expect("utf-8"), "--out"])
+        .arg(dir.path().join("runs"))
+        .output()
+        .expect("loadgen runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml")
+            && stderr.contains("profile.targets[0]")
+            && stderr.contains("service-3"),
+        "{stderr}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "smoke", "--profile", "nginx", "--out"])
+        .arg(dir.path().join("runs"))
+        .current_dir(env!("CARGO_MANIFEST_DIR").to_owned() + "/..")
+        .output()
+        .expect("loadgen runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--profile") && stderr.contains("nginx"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("runs").exists(),
+        "nothing may start or be stored"
+    );
+}

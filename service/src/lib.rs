@@ -36,9 +36,27 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// What every handler can reach.
+/// What every handler can reach. Cloned for every request (axum's
+/// `State`), so one reference count rather than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The service's shared parts, behind [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub producer: Arc<dyn PressSink>,
     pub guards: Arc<guard::Guards>,
@@ -61,7 +79,7 @@ impl AppState {
             .connect_lazy(&config.database_url)
             .context("a lazy PostgreSQL pool")?;
         let (_, current) = watch::channel(Arc::new(Snapshot::genesis(String::new())));
-        Ok(AppState {
+        Ok(AppState::new(Shared {
             config: Arc::new(config),
             producer,
             guards: Arc::new(guards),
@@ -74,7 +92,7 @@ impl AppState {
                 .build_recorder()
                 .handle(),
             shutdown: CancellationToken::new(),
-        })
+        }))
     }
 }
 
@@ -173,7 +191,7 @@ pub async fn serve(
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let geoip_db = config.geoip_db.clone();
-    let state = AppState {
+    let state = AppState::new(Shared {
         config: Arc::new(config),
         producer: Arc::new(producer),
         guards: Arc::new(guards),
@@ -184,7 +202,7 @@ pub async fn serve(
         redis_up,
         metrics,
         shutdown: shutdown.clone(),
-    };
+    });
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
     let send_buffer = state.config.tcp_send_buffer_bytes;

@@ -1,5 +1,10 @@
 use anyhow::Context;
 
+// Every request allocates (request, headers, answer, the record): glibc's
+// malloc and free were a tenth of the service's profile under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     button_infra::telemetry::init_logs();
