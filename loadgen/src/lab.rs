@@ -869,10 +869,12 @@ fn latest(
 }
 
 fn knee_section(runs: &[(String, Value, Value)]) -> String {
-    match latest(runs, |s| {
-        s.get("knee_per_s").is_some_and(|k| !k.is_null())
-            || s.get("scenario").and_then(Value::as_str) == Some("ramp")
-    }) {
+    // The ramp's own runs first: a sweep point's single-rate knee is not
+    // the stack's.
+    let ramp = latest(runs, |s| {
+        s.get("scenario").and_then(Value::as_str) == Some("ramp")
+    });
+    match ramp.or_else(|| latest(runs, |s| s.get("knee_per_s").is_some_and(|k| !k.is_null()))) {
         Some((name, s, _)) => format!(
             "From `{name}`: knee **{} presses/s** (verdict {}).\n\n{}",
             num(s, "/knee_per_s"),
@@ -1276,6 +1278,27 @@ mod tests {
                 && md.contains("the client")
                 && md.contains("verdict clean"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn the_knee_section_takes_the_newest_ramp_over_a_newer_sweep_point() {
+        let run = |name: &str, scenario: &str, knee: f64| {
+            let summary = serde_json::json!({
+                "scenario": scenario, "knee_per_s": knee, "phases": [],
+                "verdict": { "clean": true },
+            });
+            (name.to_owned(), summary, Value::Null)
+        };
+        let md = knee_section(&[
+            run("the-ramp", "ramp", 18000.0),
+            run("a-sweep-point", "knee-sweep", 14000.0),
+        ]);
+        assert!(md.contains("`the-ramp`") && md.contains("**18000"), "{md}");
+        let md = knee_section(&[run("a-sweep-point", "knee-sweep", 14000.0)]);
+        assert!(
+            md.contains("`a-sweep-point`"),
+            "no ramp: the newest knee: {md}"
         );
     }
 

@@ -142,7 +142,7 @@ pub fn start(
         Access::UserOnly => {
             let pids: Vec<String> = targets
                 .iter()
-                .flat_map(|(_, pid)| process_tree(*pid))
+                .flat_map(|(target, pid)| process_tree(target, *pid))
                 .map(|p| p.to_string())
                 .collect();
             command.args(["-p", &pids.join(",")]);
@@ -174,10 +174,14 @@ pub fn start(
     })
 }
 
-/// A process and its children (PostgreSQL's backends, say).
-fn process_tree(pid: u32) -> Vec<u32> {
+/// A target's processes: with its children (PostgreSQL's backends, say),
+/// but the load generator alone (the local stack's processes are its
+/// children).
+fn process_tree(target: &str, pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
-    pids.extend(crate::sample::children(pid));
+    if target != LOADGEN {
+        pids.extend(crate::sample::children(pid));
+    }
     pids
 }
 
@@ -224,7 +228,7 @@ pub async fn finish(mut recording: Recording, dir: &Path) -> Vec<Profile> {
     let mut profiles = Vec::new();
     for (target, pid) in &recording.targets {
         // Children as they are now too: a backend forked mid-run.
-        let pids = process_tree(*pid);
+        let pids = process_tree(target, *pid);
         let mut profile = Profile {
             target: target.clone(),
             pids: pids.clone(),
