@@ -15,13 +15,26 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// A 202 answer.
+/// A 202 answer. `partition` and `offset` are where the press is in the
+/// log the reducer reads; ingest `outbox` answers with `outbox_id` instead
+/// (the press reaches the topic later, through the relay).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Accepted {
     pub request_id: String,
-    pub partition: i32,
-    pub offset: i64,
+    #[serde(default)]
+    pub partition: Option<i32>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+    #[serde(default)]
+    pub outbox_id: Option<i64>,
     pub accepted_at_ms: i64,
+}
+
+impl Accepted {
+    /// `(partition, offset)` when the answer names a log position.
+    pub fn position(&self) -> Option<(i32, i64)> {
+        Some((self.partition?, self.offset?))
+    }
 }
 
 /// A non-202 answer: status and the stable `error` code.
@@ -239,16 +252,25 @@ impl Presser {
 pub struct Ledger {
     pub accepted: usize,
     pub high: BTreeMap<i32, i64>,
+    /// Accepted presses whose answer named no position (ingest `outbox`):
+    /// no state can be said to cover them from the answer alone.
+    pub unplaced: usize,
 }
 
 impl Ledger {
     pub fn record(&mut self, a: &Accepted) {
         self.accepted += 1;
-        let high = self.high.entry(a.partition).or_insert(a.offset);
-        *high = (*high).max(a.offset);
+        match a.position() {
+            Some((partition, offset)) => {
+                let high = self.high.entry(partition).or_insert(offset);
+                *high = (*high).max(offset);
+            }
+            None => self.unplaced += 1,
+        }
     }
 
-    /// Whether `snapshot` includes every accepted press.
+    /// Whether `snapshot` includes every accepted press whose answer
+    /// named a position (see [`Ledger::unplaced`]).
     pub fn covered_by(&self, snapshot: &Snapshot) -> bool {
         self.high.iter().all(|(&p, &o)| snapshot.covers(p, o))
     }

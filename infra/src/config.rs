@@ -5,8 +5,8 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,62 @@ fn keys_of<T: Serialize>(value: &T) -> Vec<String> {
     match figment::value::Value::serialize(value) {
         Ok(figment::value::Value::Dict(_, dict)) => dict.keys().cloned().collect(),
         _ => Vec::new(),
+    }
+}
+
+/// How a press travels from the service's 202 to the reducer (`ingest` in
+/// every binary's configuration; see the README's "Three ways in").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Ingest {
+    /// The service produces to the topic; 202 after the broker's ack.
+    #[default]
+    Kafka,
+    /// The service inserts into PostgreSQL's `outbox`; relays produce to
+    /// the topic.
+    Outbox,
+    /// The service inserts into PostgreSQL's `presses`; the reducer reads
+    /// the table. No broker.
+    Direct,
+}
+
+impl Ingest {
+    pub const ALL: [Ingest; 3] = [Ingest::Kafka, Ingest::Outbox, Ingest::Direct];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingest::Kafka => "kafka",
+            Ingest::Outbox => "outbox",
+            Ingest::Direct => "direct",
+        }
+    }
+
+    /// Whether presses pass through the broker.
+    pub fn uses_broker(self) -> bool {
+        self != Ingest::Direct
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown ingest path `{0}` (kafka, outbox, direct)")]
+pub struct UnknownIngest(pub String);
+
+impl std::str::FromStr for Ingest {
+    type Err = UnknownIngest;
+
+    fn from_str(s: &str) -> Result<Self, UnknownIngest> {
+        Ingest::ALL
+            .into_iter()
+            .find(|i| i.as_str() == s)
+            .ok_or_else(|| UnknownIngest(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

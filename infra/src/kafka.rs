@@ -117,6 +117,28 @@ impl<C: ClientContext + 'static> Renewable<C> {
     }
 }
 
+/// How many partitions `topic` has, from a metadata request: proves a
+/// broker answers and the topic exists. Blocking; call from a blocking
+/// thread.
+pub fn topic_partitions<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<usize, String> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| e.to_string())?;
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| format!("topic {topic} not in metadata"))?;
+    if let Some(err) = found.error() {
+        return Err(format!("topic {topic}: {err:?}"));
+    }
+    Ok(found.partitions().len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,30 @@ pub struct Metric {
     pub buckets: &'static [f64],
 }
 
+/// A counter without labels.
+pub const fn counter(name: &'static str, unit: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Counter,
+        unit,
+        labels: &[],
+        help,
+        buckets: &[],
+    }
+}
+
+/// A gauge without labels.
+pub const fn gauge(name: &'static str, unit: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Gauge,
+        unit,
+        labels: &[],
+        help,
+        buckets: &[],
+    }
+}
+
 /// Request and produce latencies, 0.5 ms to 10 s. Accepted presses take
 /// 5-15 ms on the reference machine and refusals under 1 ms; the upper
 /// buckets cover the producer's delivery timeout.

@@ -47,8 +47,9 @@ fn per_press(c: &mut Criterion) {
     let accepted: Vec<Accepted> = (0..1024i64)
         .map(|i| Accepted {
             request_id: format!("0191f3b2-7c1e-7000-8000-{i:012x}"),
-            partition: (i % 2) as i32,
-            offset: i,
+            partition: Some((i % 2) as i32),
+            offset: Some(i),
+            outbox_id: None,
             accepted_at_ms: 0,
         })
         .collect();

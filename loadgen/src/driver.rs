@@ -10,7 +10,7 @@
 
 use crate::scenario::{Driver as DriverKind, FaultAction, Scenario};
 use anyhow::Context;
-use button_stack::{Component, Stack, StackConfig};
+use button_stack::{Component, Ingest, Stack, StackConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +31,10 @@ pub struct Endpoints {
     /// stack's broker cannot be reached from here.
     pub brokers: Option<String>,
     pub topic: String,
+    /// How presses reach the reducer: where the verdict finds them.
+    pub ingest: Ingest,
+    /// Outbox relays' health and metrics (the local driver's).
+    pub relay_urls: Vec<String>,
 }
 
 /// The local stack's process ids as last seen: the sampler reads them
@@ -71,6 +75,9 @@ impl Driver {
                     broker_storage: s.broker_storage.parse()?,
                     service_env: scenario.service_env(),
                     reducer_env: scenario.reducer_env(),
+                    ingest: s.ingest,
+                    relays: s.relays,
+                    relay_env: scenario.relay_env(),
                     log_filter: "warn".to_owned(),
                     ..StackConfig::default()
                 })
@@ -80,8 +87,13 @@ impl Driver {
                     service_urls: (0..s.services).map(|i| stack.service_url(i)).collect(),
                     reducer_url: stack.reducer_url(),
                     database_url: stack.database_url(),
-                    brokers: Some(stack.brokers()),
+                    brokers: s.ingest.uses_broker().then(|| stack.brokers()),
                     topic: stack.config().topic.clone(),
+                    ingest: s.ingest,
+                    relay_urls: match s.ingest {
+                        Ingest::Outbox => (0..s.relays).map(|i| stack.relay_url(i)).collect(),
+                        _ => Vec::new(),
+                    },
                 };
                 let pids = KnownPids::default();
                 pids.refresh(&stack);
@@ -107,6 +119,8 @@ impl Driver {
                     .context("stack.database_url is required by the external driver")?,
                 brokers: s.brokers.clone(),
                 topic: s.topic.clone(),
+                ingest: s.ingest,
+                relay_urls: Vec::new(),
             })),
             DriverKind::Compose => {
                 let compose = Compose::up(scenario, run_dir).await?;
@@ -119,6 +133,8 @@ impl Driver {
                         // The compose broker advertises its in-network name.
                         brokers: s.brokers.clone(),
                         topic: s.topic.clone(),
+                        ingest: Ingest::Kafka,
+                        relay_urls: Vec::new(),
                     },
                 ))
             }
@@ -260,6 +276,9 @@ impl Compose {
             Component::Service(0) => "service",
             Component::Service(n) => {
                 anyhow::bail!("the compose stack has one service instance, not service-{n}")
+            }
+            Component::Relay(n) => {
+                anyhow::bail!("the compose stack runs ingest kafka: it has no relay-{n}")
             }
         };
         let verb = match action {

@@ -14,24 +14,24 @@ use std::time::SystemTime;
 
 /// One point of a sweep; with repeats, the medians of its runs.
 #[derive(Debug, Serialize)]
-struct SweepPoint {
-    point: BTreeMap<String, String>,
-    run: String,
+pub(crate) struct SweepPoint {
+    pub(crate) point: BTreeMap<String, String>,
+    pub(crate) run: String,
     /// Every run of the point (one per repeat).
-    runs: Vec<String>,
-    accepted_per_s: f64,
-    error_rate: f64,
-    press_p99_ms: f64,
-    press_to_sse_p50_ms: f64,
-    press_to_sse_p99_ms: f64,
-    press_to_sse_p999_ms: f64,
-    lag_peak: f64,
-    clean: bool,
+    pub(crate) runs: Vec<String>,
+    pub(crate) accepted_per_s: f64,
+    pub(crate) error_rate: f64,
+    pub(crate) press_p99_ms: f64,
+    pub(crate) press_to_sse_p50_ms: f64,
+    pub(crate) press_to_sse_p99_ms: f64,
+    pub(crate) press_to_sse_p999_ms: f64,
+    pub(crate) lag_peak: f64,
+    pub(crate) clean: bool,
     /// Every run of the point was valid (see `summary::Validity`); a
     /// point measured while the generator fell behind is drawn hollow.
-    valid: bool,
+    pub(crate) valid: bool,
     /// Throughput and p50 within ±10% across repeats, p99 within ±20%.
-    spread_within: bool,
+    pub(crate) spread_within: bool,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -158,13 +158,13 @@ fn sweep_table(results: &[SweepPoint]) -> String {
 }
 
 /// The sweep key that sets every phase's rate.
-const RATE_KEY: &str = "phase.rate";
+pub(crate) const RATE_KEY: &str = "phase.rate";
 
 /// Accepted presses/s against p99 press-to-SSE, one dot per point. When
 /// the sweep went over rates, each tuning point is a line through its
 /// rates, so where a line turns up is that tuning's knee; a point that
 /// lost or refused presses is a cross.
-fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
+pub(crate) fn sweep_chart(path: &Path, results: &[SweepPoint]) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let x_max = results.iter().map(|r| r.accepted_per_s).fold(1.0, f64::max) * 1.1;
@@ -636,6 +636,19 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
             })
     });
     sections.insert("repeats", repeats_section(&repeats));
+    sections.insert("architectures", crate::arch::section(&runs, experiments)?);
+    // The sections below are the default path's: runs of other ingest
+    // paths are compared in `architectures`.
+    let kafka: Vec<(String, Value, Value)> = runs
+        .iter()
+        .filter(|(_, s, _)| {
+            s.get("ingest")
+                .and_then(Value::as_str)
+                .is_none_or(|i| i == "kafka")
+        })
+        .cloned()
+        .collect();
+    let runs = kafka;
     sections.insert("knee", knee_section(&runs));
     sections.insert("press-path", press_path_section(&runs));
     sections.insert("spike", spike_section(&runs));
@@ -744,7 +757,7 @@ fn repeats_section(repeats: &[(String, Value)]) -> String {
     md
 }
 
-fn num(v: &Value, pointer: &str) -> String {
+pub(crate) fn num(v: &Value, pointer: &str) -> String {
     v.pointer(pointer)
         .and_then(Value::as_f64)
         .map_or("-".to_owned(), |x| {

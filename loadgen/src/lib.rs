@@ -21,6 +21,7 @@
 //! [`scenario`] parses what a person types; [`measure`] holds the
 //! HdrHistogram series; [`meta`] says where and with what a run ran.
 
+pub mod arch;
 pub mod driver;
 pub mod faults;
 pub mod lab;
@@ -46,7 +47,7 @@ pub mod wire;
 use anyhow::Context;
 use button_client::{Api, SseListener};
 use button_domain::Snapshot;
-use button_stack::{BrokerStorage, Stack, StackConfig};
+use button_stack::{BrokerStorage, Ingest, Stack, StackConfig};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
@@ -87,6 +88,11 @@ pub enum Command {
         /// graph each in the run's folder.
         #[arg(long, value_delimiter = ',')]
         profile: Vec<String>,
+        /// Overrides one key, as a sweep point would (repeatable), e.g.
+        /// `--set stack.ingest=outbox` or `--set reducer.batch_max=100`.
+        /// The run's stored scenario holds the result.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Runs every point of a scenario's [sweep] and stores a table and chart.
     Sweep {
@@ -162,6 +168,10 @@ pub enum StackAction {
         /// The broker's storage engine: sqlite (exact resume) or memory.
         #[arg(long, default_value = "sqlite")]
         storage: BrokerStorage,
+        /// How presses reach the reducer: kafka, outbox (PostgreSQL's
+        /// outbox and a relay) or direct (PostgreSQL alone, no broker).
+        #[arg(long, default_value = "kafka")]
+        ingest: Ingest,
         /// Presses to make once the stack is up.
         #[arg(long, default_value_t = 5)]
         presses: usize,
@@ -180,9 +190,15 @@ async fn run_scenario(
     quiet: bool,
     repeat: u32,
     profile: &[String],
+    sets: &[String],
 ) -> anyhow::Result<bool> {
     let path = scenario::resolve(name);
     let mut scenario = scenario::load(&path)?;
+    for set in sets {
+        scenario.set(&path, set)?;
+    }
+    // The folder names what was changed: `…-smoke-stack.ingest=outbox`.
+    let label = (!sets.is_empty()).then(|| sets.join(","));
     for target in profile {
         if !scenario.profile.targets.contains(target) {
             scenario.profile.targets.push(target.clone());
@@ -196,7 +212,7 @@ async fn run_scenario(
         "{}: has a [sweep]; use `loadgen sweep`",
         path.display()
     );
-    let outcomes = repeat::run_repeated(&scenario, &out, None, None, repeat, !quiet).await?;
+    let outcomes = repeat::run_repeated(&scenario, &out, None, label, repeat, !quiet).await?;
     Ok(outcomes.iter().all(|o| o.summary.passed))
 }
 
@@ -231,10 +247,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 StackAction::Up {
                     partitions,
                     storage,
+                    ingest,
                     presses,
                     once,
                 },
-        } => stack_up(partitions, storage, presses, once).await,
+        } => stack_up(partitions, storage, ingest, presses, once).await,
         Command::Stack {
             action: StackAction::Down,
         } => stack_down().await,
@@ -244,8 +261,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
             repeat,
             profile,
+            sets,
         } => {
-            if !run_scenario(&scenario, out, quiet, repeat, &profile).await? {
+            if !run_scenario(&scenario, out, quiet, repeat, &profile, &sets).await? {
                 anyhow::bail!("a run failed its verdict or an assert (see above)");
             }
             Ok(())
@@ -318,14 +336,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn stack_up(
     partitions: i32,
     storage: BrokerStorage,
+    ingest: Ingest,
     presses: usize,
     once: bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(partitions >= 1, "--partitions must be at least 1");
-    eprintln!("starting PostgreSQL, Redis, the broker ({storage}), the service and the reducer...");
+    match ingest {
+        Ingest::Kafka => eprintln!(
+            "starting PostgreSQL, Redis, the broker ({storage}), the service and the reducer..."
+        ),
+        Ingest::Outbox => eprintln!(
+            "starting PostgreSQL, Redis, the broker ({storage}), the service, the outbox relay and the reducer..."
+        ),
+        Ingest::Direct => {
+            eprintln!("starting PostgreSQL, Redis, the service and the reducer (no broker)...")
+        }
+    }
     let stack = Stack::start(StackConfig {
         partitions,
         broker_storage: storage,
+        ingest,
         ..StackConfig::default()
     })
     .await
@@ -340,11 +370,13 @@ async fn stack_up(
         stack.reducer_url()
     );
     println!("database: {}", stack.database_url());
-    println!(
-        "brokers:  {} (topic {})",
-        stack.brokers(),
-        stack.config().topic
-    );
+    if ingest.uses_broker() {
+        println!(
+            "brokers:  {} (topic {})",
+            stack.brokers(),
+            stack.config().topic
+        );
+    }
     println!("logs:     {}", stack.root().join("logs").display());
     let state = serde_json::json!({
         "pid": std::process::id(),
@@ -364,10 +396,17 @@ async fn stack_up(
     let mut last_id = -1;
     for _ in 0..presses {
         match api.press().await {
-            Ok(a) => println!(
-                "pressed: partition {} offset {} (request {})",
-                a.partition, a.offset, a.request_id
-            ),
+            Ok(a) => match (a.position(), a.outbox_id) {
+                (Some((partition, offset)), _) => println!(
+                    "pressed: partition {partition} offset {offset} (request {})",
+                    a.request_id
+                ),
+                (None, outbox_id) => println!(
+                    "pressed: outbox row {} (request {})",
+                    outbox_id.map_or("?".to_owned(), |i| i.to_string()),
+                    a.request_id
+                ),
+            },
             Err(r) => println!("press refused: {} {}", r.status, r.code),
         }
     }

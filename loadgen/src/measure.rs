@@ -52,13 +52,38 @@ impl Series {
     }
 
     pub fn record(&self, latency: Duration) {
+        self.record_in(latency, None);
+    }
+
+    /// Records a latency observed `at` (from the run's start) after the
+    /// fact: into the closed interval holding `at`, or the open one.
+    pub fn record_at(&self, latency: Duration, at: Duration) {
+        self.record_in(latency, Some(at));
+    }
+
+    fn record_in(&self, latency: Duration, at: Option<Duration>) {
         let us = (latency.as_micros() as u64).clamp(1, HIGHEST_US);
         let mut inner = self
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.total.saturating_record(us);
-        inner.current.saturating_record(us);
+        let Some(at) = at else {
+            inner.current.saturating_record(us);
+            return;
+        };
+        let closed = inner
+            .intervals
+            .partition_point(|(start, _, _)| *start <= at)
+            .checked_sub(1)
+            .filter(|&i| {
+                let (start, length, _) = &inner.intervals[i];
+                at < *start + *length
+            });
+        match closed {
+            Some(i) => inner.intervals[i].2.saturating_record(us),
+            None => inner.current.saturating_record(us),
+        }
     }
 
     /// Closes the current interval, `start..start + length` from the run's

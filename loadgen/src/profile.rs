@@ -85,6 +85,12 @@ pub fn resolve_target(target: &str, pids: &BTreeMap<String, u32>) -> Vec<(String
             .filter(|(name, _)| name.starts_with("service-"))
             .map(|(n, p)| (n.clone(), *p))
             .collect(),
+        // Every outbox relay.
+        "relay" => pids
+            .iter()
+            .filter(|(name, _)| name.starts_with("relay-"))
+            .map(|(n, p)| (n.clone(), *p))
+            .collect(),
         "kafka" => resolve_target("broker", pids),
         other => pids
             .get(other)

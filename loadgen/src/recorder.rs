@@ -8,7 +8,7 @@ use crate::schedule::Plan;
 use button_client::{Accepted, Ledger};
 use button_domain::Snapshot;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -69,9 +69,49 @@ impl PhaseStats {
 /// One accepted press, as its 202 named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedPress {
+    /// Where the press is in the log the reducer reads; `-1` for a press
+    /// accepted into the outbox until [`place`] finds it in the topic.
     pub partition: i32,
     pub offset: i64,
     pub request_id: String,
+    /// The outbox row the 202 named (ingest `outbox`).
+    pub outbox_id: Option<i64>,
+}
+
+/// A press whose 202 named an outbox row rather than a log position: its
+/// press-to-SSE latency is known once the topic says where the relay put
+/// it.
+struct Unplaced {
+    request_id: String,
+    due: Instant,
+    answered: Instant,
+    phase: usize,
+}
+
+/// Positions in the topic by request id (the first one, when the relay
+/// sent a record twice), for presses accepted into the outbox.
+pub fn first_positions(records: &[crate::topic::TopicRecord]) -> HashMap<&str, (i32, i64)> {
+    let mut at: HashMap<&str, (i32, i64)> = HashMap::with_capacity(records.len());
+    for r in records {
+        if let Some(id) = &r.request_id {
+            let here = (r.partition, r.offset);
+            at.entry(id.as_str())
+                .and_modify(|p| *p = (*p).min(here))
+                .or_insert(here);
+        }
+    }
+    at
+}
+
+/// Gives every outbox press its topic position (or leaves it at -1: not
+/// in the topic, which the verdict counts as lost).
+pub fn place(accepted: &mut [AcceptedPress], positions: &HashMap<&str, (i32, i64)>) {
+    for a in accepted.iter_mut().filter(|a| a.outbox_id.is_some()) {
+        if let Some(&(p, o)) = positions.get(a.request_id.as_str()) {
+            a.partition = p;
+            a.offset = o;
+        }
+    }
 }
 
 /// Presses waiting for the first state that covers them.
@@ -103,6 +143,10 @@ pub struct Recorder {
     last_tracked: Mutex<Option<Snapshot>>,
     /// When the tracking SSE client received each state frame.
     frames: Mutex<Vec<Instant>>,
+    /// Outbox presses waiting for the topic read (see [`Unplaced`]), and
+    /// every tracked frame's offsets to match them against then.
+    unplaced: Mutex<Vec<Unplaced>>,
+    frame_offsets: Mutex<Vec<(Instant, BTreeMap<i32, i64>)>>,
     /// Per scenario fault: (index, first action started, last action done).
     fault_windows: Mutex<Vec<(usize, Instant, Instant)>>,
 }
@@ -136,6 +180,8 @@ impl Recorder {
             tracker: Mutex::new(Tracker::default()),
             last_tracked: Mutex::new(None),
             frames: Mutex::new(Vec::new()),
+            unplaced: Mutex::new(Vec::new()),
+            frame_offsets: Mutex::new(Vec::new()),
             fault_windows: Mutex::new(Vec::new()),
         }
     }
@@ -176,22 +222,68 @@ impl Recorder {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.phases[phase].accepted.fetch_add(1, Ordering::Relaxed);
         lock(&self.ledger).record(a);
+        let Some((partition, offset)) = a.position() else {
+            lock(&self.accepted_presses).push(AcceptedPress {
+                partition: -1,
+                offset: -1,
+                request_id: a.request_id.clone(),
+                outbox_id: a.outbox_id,
+            });
+            lock(&self.unplaced).push(Unplaced {
+                request_id: a.request_id.clone(),
+                due,
+                answered: Instant::now(),
+                phase,
+            });
+            return;
+        };
         lock(&self.accepted_presses).push(AcceptedPress {
-            partition: a.partition,
-            offset: a.offset,
+            partition,
+            offset,
             request_id: a.request_id.clone(),
+            outbox_id: None,
         });
         let mut t = lock(&self.tracker);
-        if t.covered.get(&a.partition).is_some_and(|&o| o >= a.offset) {
+        if t.covered.get(&partition).is_some_and(|&o| o >= offset) {
             // The state arrived before the answer did.
             drop(t);
             self.seen(due, phase, Instant::now());
         } else {
             t.pending
-                .entry(a.partition)
+                .entry(partition)
                 .or_default()
-                .insert(a.offset, (due, phase));
+                .insert(offset, (due, phase));
         }
+    }
+
+    /// Press-to-SSE latencies of the outbox presses, once the topic says
+    /// where each is: from its due time to the first tracked frame whose
+    /// offsets cover that position (or its answer, if that came later).
+    /// Presses not in the topic get none. Returns how many were placed.
+    pub fn place_unplaced(&self, positions: &HashMap<&str, (i32, i64)>) -> usize {
+        let unplaced = std::mem::take(&mut *lock(&self.unplaced));
+        let frames = lock(&self.frame_offsets);
+        let mut placed = 0;
+        for u in unplaced {
+            let Some(&(p, o)) = positions.get(u.request_id.as_str()) else {
+                continue;
+            };
+            // States only move forward, so the covering frames are a suffix.
+            let first =
+                frames.partition_point(|(_, offsets)| offsets.get(&p).is_none_or(|&a| a < o));
+            let Some((at, _)) = frames.get(first) else {
+                continue;
+            };
+            let seen = (*at).max(u.answered);
+            let latency = seen.saturating_duration_since(u.due);
+            let since_start = seen.saturating_duration_since(self.start);
+            self.press_to_sse.record_at(latency, since_start);
+            self.phases[u.phase]
+                .press_to_sse
+                .record_at(latency, since_start);
+            placed += 1;
+        }
+        placed
     }
 
     /// A live check of phase `phase` answered 200. It is no press: the
@@ -238,6 +330,9 @@ impl Recorder {
     pub fn on_tracked_state(&self, s: &Snapshot) {
         let now = Instant::now();
         lock(&self.frames).push(now);
+        if !lock(&self.unplaced).is_empty() {
+            lock(&self.frame_offsets).push((now, s.offsets.clone()));
+        }
         let mut seen = Vec::new();
         {
             let mut t = lock(&self.tracker);
@@ -335,6 +430,59 @@ mod tests {
         // Room for the press phase's 10 presses; the live checks are none.
         let capacity = lock(&r.accepted_presses).capacity();
         assert!((10..20).contains(&capacity), "{capacity}");
+    }
+
+    #[test]
+    fn outbox_presses_are_placed_by_request_id_after_the_run() {
+        let plan = Plan {
+            phases: vec![phase(0, Endpoint::Press)],
+        };
+        let start = Instant::now();
+        let r = Recorder::new(plan, start);
+        let outbox = |id: &str, row: i64| Accepted {
+            request_id: id.to_owned(),
+            partition: None,
+            offset: None,
+            outbox_id: Some(row),
+            accepted_at_ms: 0,
+        };
+        r.accept(&outbox("a", 1), start, 0);
+        r.accept(&outbox("b", 2), start, 0);
+        r.accept(&outbox("lost", 3), start, 0);
+        let state = |offsets: &[(i32, i64)]| Snapshot {
+            offsets: offsets.iter().copied().collect(),
+            ..Snapshot::genesis(String::new())
+        };
+        r.on_tracked_state(&state(&[(0, 4)]));
+        std::thread::sleep(Duration::from_millis(20));
+        r.on_tracked_state(&state(&[(0, 4), (1, 9)]));
+        // "b" was sent twice by a relay that died before its commit: the
+        // first position counts.
+        let topic = [(0, 4, "a"), (1, 9, "b"), (1, 12, "b")].map(|(partition, offset, id)| {
+            crate::topic::TopicRecord {
+                partition,
+                offset,
+                request_id: Some(id.to_owned()),
+            }
+        });
+        let positions = first_positions(&topic);
+        assert_eq!(positions["b"], (1, 9));
+        let mut accepted = r.accepted_presses();
+        assert!(accepted.iter().all(|a| a.partition == -1));
+        place(&mut accepted, &positions);
+        let at: Vec<(i32, i64)> = accepted.iter().map(|a| (a.partition, a.offset)).collect();
+        assert_eq!(at, [(0, 4), (1, 9), (-1, -1)]);
+        assert_eq!(r.place_unplaced(&positions), 2);
+        let seen = r.press_to_sse.total();
+        assert_eq!(seen.len(), 2);
+        // "b" waited for the second frame, "a" did not.
+        assert!(
+            seen.max() >= 20_000 && seen.min() < 20_000,
+            "{} {}",
+            seen.min(),
+            seen.max()
+        );
+        assert_eq!(r.ledger().unplaced, 3);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::verdict::Verdict;
 use anyhow::Context;
 use button_client::latest_in_db;
 use button_domain::Snapshot;
+use button_stack::Ingest;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -117,6 +118,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
             Sources {
                 reducer_url: endpoints.reducer_url.clone(),
                 service_url: endpoints.service_urls[0].clone(),
+                relay_urls: endpoints.relay_urls.clone(),
                 pids: Box::new(move || {
                     let mut pids = pids_of.pids();
                     pids.extend(profiler_pid.map(|p| ("perf".to_owned(), p)));
@@ -146,7 +148,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     );
 
     // 4. drain
-    let drained = drain(&recorder, &endpoints.database_url).await?;
+    let drained = drain(&recorder, &endpoints).await?;
     sampler_stop.cancel();
     let sampled = sampler.await.context("the sampler")??;
     listeners_stop.cancel();
@@ -274,13 +276,43 @@ struct Drained {
 const DRAIN_LIMIT: Duration = Duration::from_secs(180);
 
 /// Waits until PostgreSQL's newest state covers every accepted press, then
-/// until the tracking client has seen that state.
-async fn drain(recorder: &Recorder, database_url: &str) -> anyhow::Result<Drained> {
-    let ledger = recorder.ledger();
+/// until the tracking client has seen that state. Presses accepted into
+/// the outbox name no position: for them the outbox must have no pending
+/// row left, and the state must cover everything the topic then holds.
+async fn drain(recorder: &Recorder, endpoints: &Endpoints) -> anyhow::Result<Drained> {
+    let database_url = endpoints.database_url.as_str();
+    let mut ledger = recorder.ledger();
     let started = Instant::now();
     let mut covered = None;
+    let mut outbox_settled = ledger.unplaced == 0;
+    let pool = if outbox_settled {
+        None
+    } else {
+        Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(database_url)
+                .await
+                .context("connecting to PostgreSQL to watch the outbox")?,
+        )
+    };
     while started.elapsed() < DRAIN_LIMIT {
-        if let Ok(Some(s)) = latest_in_db(database_url).await
+        if !outbox_settled
+            && let (Some(pool), Some(brokers)) = (&pool, &endpoints.brokers)
+            && let Ok((0, _, _)) = button_store::ingest::outbox_counts(pool).await
+            && let Ok(high) =
+                crate::topic::high_watermarks(brokers, &endpoints.topic, Duration::from_secs(5))
+                    .await
+        {
+            // Every row was sent (or is dead): the topic holds all there is.
+            for (p, h) in high.into_iter().filter(|(_, h)| *h > 0) {
+                let last = ledger.high.entry(p).or_insert(h - 1);
+                *last = (*last).max(h - 1);
+            }
+            outbox_settled = true;
+        }
+        if outbox_settled
+            && let Ok(Some(s)) = latest_in_db(database_url).await
             && ledger.covered_by(&s)
         {
             covered = Some(s);
@@ -320,9 +352,16 @@ async fn judge_exactly_once(
         .map(|s| s.offsets.clone())
         .unwrap_or_default();
     let reading = Instant::now();
-    let topic = match &endpoints.brokers {
+    let ingest = endpoints.ingest;
+    let topic = match (&endpoints.brokers, ingest) {
+        // No broker: the reducer's log is PostgreSQL's `presses` table.
+        (_, Ingest::Direct) => {
+            read_presses_table(&endpoints.database_url, &offsets_before, &offsets_after)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
         // A minute without a new record: the broker is not coming back.
-        Some(brokers) => crate::topic::read_range(
+        (Some(brokers), _) => crate::topic::read_range(
             brokers,
             &endpoints.topic,
             &offsets_before,
@@ -331,16 +370,31 @@ async fn judge_exactly_once(
         )
         .await
         .map_err(|e| e.to_string()),
-        None => Err("the driver gives no broker address (set stack.brokers)".to_owned()),
+        (None, _) => Err("the driver gives no broker address (set stack.brokers)".to_owned()),
     };
     if let Ok(records) = &topic {
         eprintln!(
-            "read {} records back from the topic in {:.1} s",
+            "read {} records back from {} in {:.1} s",
             records.len(),
+            if ingest == Ingest::Direct {
+                "the presses table"
+            } else {
+                "the topic"
+            },
             reading.elapsed().as_secs_f64()
         );
     }
-    let accepted = recorder.accepted_presses();
+    let mut accepted = recorder.accepted_presses();
+    if let Ok(records) = &topic
+        && accepted.iter().any(|a| a.outbox_id.is_some())
+    {
+        // Outbox presses are judged where the relay put them, found by
+        // their request id; their press-to-SSE latency is known now too.
+        let positions = crate::recorder::first_positions(records);
+        crate::recorder::place(&mut accepted, &positions);
+        let placed = recorder.place_unplaced(&positions);
+        eprintln!("placed {placed} outbox presses in the topic by request id");
+    }
     crate::verdict::Verdict::judge(&crate::verdict::JudgeInput {
         accepted: &accepted,
         topic: topic.as_deref().ok(),
@@ -355,7 +409,37 @@ async fn judge_exactly_once(
         unanswered: recorder.unanswered.load(Ordering::Relaxed),
         sse_last_counter: recorder.last_tracked().map(|s| s.counter),
         drained: drained.drain_s.is_some(),
+        gaps_allowed: ingest == Ingest::Direct,
     })
+}
+
+/// The `presses` rows the reducer applied between two states (ingest
+/// `direct`: partition 0, offset = row id), as the verdict reads a topic.
+async fn read_presses_table(
+    database_url: &str,
+    before: &BTreeMap<i32, i64>,
+    after: &BTreeMap<i32, i64>,
+) -> anyhow::Result<Vec<crate::topic::TopicRecord>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .context("connecting to PostgreSQL to read the presses table")?;
+    let from = before.get(&0).copied().unwrap_or(0);
+    let through = after.get(&0).copied().unwrap_or(0);
+    let rows = button_store::ingest::presses_between(&pool, from, through)
+        .await
+        .context("reading the presses table")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| crate::topic::TopicRecord {
+            partition: 0,
+            offset: r.id,
+            request_id: button_domain::PressRecord::decode(Some(&r.payload))
+                .ok()
+                .map(|p| p.request_id),
+        })
+        .collect())
 }
 
 fn merged(series: impl Iterator<Item = hdrhistogram::Histogram<u64>>) -> Percentiles {
@@ -478,6 +562,7 @@ fn summarise(
     let frames_s: Vec<f64> = recorder.frames().into_iter().map(since).collect();
     let mut s = Summary {
         scenario: scenario.name.clone(),
+        ingest: scenario.stack.ingest,
         run: name.to_owned(),
         sweep_point: options.sweep_point.clone(),
         guards: guards.clone(),

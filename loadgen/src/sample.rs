@@ -153,6 +153,8 @@ pub fn read_columns(path: &Path) -> BTreeMap<String, Vec<f64>> {
 pub struct Sources {
     pub reducer_url: String,
     pub service_url: String,
+    /// Outbox relays (ingest `outbox`): their backlog is part of the lag.
+    pub relay_urls: Vec<String>,
     /// The stack's processes by name, as they are now (a restarted
     /// component has a new pid).
     pub pids: Box<dyn Fn() -> BTreeMap<String, u32> + Send + Sync>,
@@ -262,9 +264,24 @@ pub async fn sample_loop(
 
         let reducer = scrape(&http, &sources.reducer_url).await;
         let service = scrape(&http, &sources.service_url).await;
-        let lag = reducer
+        let mut lag = reducer
             .as_deref()
             .and_then(|p| metric_sum(p, "reducer_consumer_lag"));
+        // Presses still in the outbox are lag the topic does not show yet.
+        // Every relay reads the one table: the largest reading counts.
+        let mut outbox: Option<f64> = None;
+        for url in &sources.relay_urls {
+            if let Some(pending) = scrape(&http, url)
+                .await
+                .as_deref()
+                .and_then(|p| metric_sum(p, "relay_outbox_pending"))
+            {
+                outbox = Some(outbox.unwrap_or(0.0).max(pending));
+            }
+        }
+        if let Some(pending) = outbox {
+            lag = Some(lag.unwrap_or(0.0) + pending);
+        }
         lag_peak = lag_peak.max(lag.unwrap_or(0.0));
         let reducer_sum = |name: &str, last: f64| {
             reducer

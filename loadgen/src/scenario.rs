@@ -2,7 +2,7 @@
 //! apply, and what must hold. Read from TOML; unknown keys are errors that
 //! name the key and the file.
 
-use button_stack::{BrokerStorage, Component};
+use button_stack::{BrokerStorage, Component, Ingest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,10 @@ pub struct Scenario {
     /// `commit_every_batches`, and `[reducer.consumer]`.
     #[serde(default)]
     pub reducer: toml::Table,
+    /// `button-relay` keys (ingest `outbox`), e.g. `batch_max`, and
+    /// `[relay.producer]`.
+    #[serde(default)]
+    pub relay: toml::Table,
     #[serde(rename = "phase")]
     pub phases: Vec<Phase>,
     #[serde(default)]
@@ -164,6 +168,12 @@ pub enum Driver {
 #[serde(deny_unknown_fields, default)]
 pub struct StackSection {
     pub driver: Driver,
+    /// How a press reaches the reducer: `kafka` (the default), `outbox`
+    /// (PostgreSQL's outbox and `button-relay`) or `direct` (PostgreSQL's
+    /// `presses`, no broker).
+    pub ingest: Ingest,
+    /// Relays started with ingest `outbox`.
+    pub relays: usize,
     pub partitions: i32,
     pub services: usize,
     /// The local broker's storage engine: `sqlite` or `memory`.
@@ -185,6 +195,8 @@ impl Default for StackSection {
     fn default() -> Self {
         StackSection {
             driver: Driver::Local,
+            ingest: Ingest::Kafka,
+            relays: 1,
             partitions: 1,
             services: 1,
             broker_storage: "sqlite".to_owned(),
@@ -339,6 +351,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
 }
 
 impl Scenario {
+    /// Applies `KEY=VALUE` (`--set`): any key a sweep takes (`stack.ingest`,
+    /// `reducer.batch_max`, `service.producer.linger.ms`, `phase.rate`),
+    /// checked as a one-value sweep would be. The value is TOML (`20`,
+    /// `"outbox"`) or, when it does not parse as TOML, a string.
+    pub fn set(&mut self, path: &Path, assignment: &str) -> Result<(), ScenarioError> {
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            key: format!("--set {assignment}"),
+            message,
+        };
+        let (key, raw) = assignment
+            .split_once('=')
+            .ok_or_else(|| invalid("is not KEY=VALUE".into()))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+        let mut probe = self.clone();
+        probe.sweep = BTreeMap::from([(key.to_owned(), vec![value.clone()])]);
+        probe.validate(path)?;
+        apply_override(self, key, &value);
+        self.validate(path)
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ScenarioError> {
         let invalid = |key: String, message: String| ScenarioError::Invalid {
             path: path.to_owned(),
@@ -400,6 +436,11 @@ impl Scenario {
                 "must be at least 1".into(),
             ));
         }
+        if self.stack.relays < 1 {
+            return Err(invalid("stack.relays".into(), "must be at least 1".into()));
+        }
+        self.check_ingest(&self.stack.ingest, self.stack.relays)
+            .map_err(|(k, m)| invalid(k, m))?;
         self.stack
             .broker_storage
             .parse::<BrokerStorage>()
@@ -426,8 +467,12 @@ impl Scenario {
                     ));
                 }
                 let tunes = self.sweep.keys().any(|k| !k.starts_with("phase."));
-                if !self.service.is_empty() || !self.reducer.is_empty() || tunes {
-                    return Err(invalid("stack.driver".into(), "an external stack is tuned by whoever runs it: no [service], [reducer] or tuning [sweep] keys".into()));
+                if !self.service.is_empty()
+                    || !self.reducer.is_empty()
+                    || !self.relay.is_empty()
+                    || tunes
+                {
+                    return Err(invalid("stack.driver".into(), "an external stack is tuned by whoever runs it: no [service], [reducer], [relay] or tuning [sweep] keys".into()));
                 }
             }
             Driver::Compose if self.stack.services != 1 => {
@@ -450,6 +495,9 @@ impl Scenario {
                     format!("there are {} service instances", self.stack.services),
                 ));
             }
+            if let Some(why) = self.absent(component) {
+                return Err(invalid(format!("fault[{i}].target"), why));
+            }
             if f.at_s < 0.0 {
                 return Err(invalid(format!("fault[{i}].at_s"), "must be >= 0".into()));
             }
@@ -457,19 +505,26 @@ impl Scenario {
         self.check_profile().map_err(|(k, m)| invalid(k, m))?;
         check_tuning(&self.service, &service_keys(), "service").map_err(|(k, m)| invalid(k, m))?;
         check_tuning(&self.reducer, &reducer_keys(), "reducer").map_err(|(k, m)| invalid(k, m))?;
+        check_tuning(&self.relay, &relay_keys(), "relay").map_err(|(k, m)| invalid(k, m))?;
         for (key, values) in &self.sweep {
             let (section, rest) = key.split_once('.').unwrap_or((key.as_str(), ""));
             let known = match section {
                 "service" => service_keys(),
                 "reducer" => reducer_keys(),
+                "relay" => relay_keys(),
                 "phase" => {
                     self.check_rate_sweep(path, key, rest, values)?;
+                    continue;
+                }
+                "stack" => {
+                    self.check_stack_sweep(key, rest, values)
+                        .map_err(|(k, m)| invalid(k, m))?;
                     continue;
                 }
                 _ => {
                     return Err(invalid(
                         format!("sweep.\"{key}\""),
-                        "must start with service., reducer. or phase.".into(),
+                        "must start with service., reducer., relay., stack. or phase.".into(),
                     ));
                 }
             };
@@ -484,6 +539,78 @@ impl Scenario {
         Ok(())
     }
 
+    /// Whether the stack, as configured, runs `component`; why not if not.
+    fn absent(&self, component: Component) -> Option<String> {
+        let ingest = self.stack.ingest;
+        match component {
+            Component::Broker if !ingest.uses_broker() => {
+                Some("ingest `direct` starts no broker".into())
+            }
+            Component::Relay(_) if ingest != Ingest::Outbox => {
+                Some(format!("relays run with ingest `outbox`, not `{ingest}`"))
+            }
+            Component::Relay(n) if n >= self.stack.relays => {
+                Some(format!("there are {} relays", self.stack.relays))
+            }
+            _ => None,
+        }
+    }
+
+    /// An ingest path the driver can start, with its relays.
+    fn check_ingest(&self, ingest: &Ingest, relays: usize) -> Result<(), (String, String)> {
+        if self.stack.driver == Driver::Compose && *ingest != Ingest::Kafka {
+            return Err((
+                "stack.ingest".into(),
+                format!("the compose stack runs ingest `kafka` only, not `{ingest}`"),
+            ));
+        }
+        if relays < 1 {
+            return Err(("stack.relays".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// `stack.ingest` and `stack.relays`: the only stack keys a sweep may
+    /// vary (the rest shape the stack every point shares).
+    fn check_stack_sweep(
+        &self,
+        key: &str,
+        rest: &str,
+        values: &[toml::Value],
+    ) -> Result<(), (String, String)> {
+        let name = format!("sweep.\"{key}\"");
+        for value in values {
+            match rest {
+                "ingest" => {
+                    let ingest = value
+                        .as_str()
+                        .ok_or_else(|| (name.clone(), "values must be strings".to_owned()))?
+                        .parse::<Ingest>()
+                        .map_err(|e| (name.clone(), e.to_string()))?;
+                    self.check_ingest(&ingest, self.stack.relays)
+                        .map_err(|(_, m)| (name.clone(), m))?;
+                }
+                "relays" => {
+                    let n = value.as_integer().filter(|n| *n >= 1).ok_or_else(|| {
+                        (
+                            name.clone(),
+                            "values must be whole numbers of at least 1".to_owned(),
+                        )
+                    })?;
+                    self.check_ingest(&self.stack.ingest, n as usize)
+                        .map_err(|(_, m)| (name.clone(), m))?;
+                }
+                _ => {
+                    return Err((
+                        name,
+                        "only stack.ingest and stack.relays can be swept".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `[profile]`: known processes, a phase that exists, a sane rate.
     pub fn check_profile(&self) -> Result<(), (String, String)> {
         let p = &self.profile;
@@ -491,14 +618,15 @@ impl Scenario {
             let known = t == crate::profile::LOADGEN
                 || match t.parse::<Component>() {
                     Ok(Component::Service(n)) => n < self.stack.services,
-                    Ok(_) => true,
-                    Err(_) => false,
+                    Ok(c) => self.absent(c).is_none(),
+                    // Every relay, like `service` is every instance.
+                    Err(_) => t == "relay" && self.stack.ingest == Ingest::Outbox,
                 };
             if !known {
                 return Err((
                     format!("profile.targets[{i}]"),
                     format!(
-                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, postgres, redis or loadgen",
+                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, postgres, redis, relay, relay-N (ingest outbox) or loadgen",
                         self.stack.services
                     ),
                 ));
@@ -566,6 +694,10 @@ impl Scenario {
         to_env(&self.reducer)
     }
 
+    pub fn relay_env(&self) -> BTreeMap<String, String> {
+        to_env(&self.relay)
+    }
+
     pub fn total_duration_s(&self) -> u64 {
         self.phases.iter().map(|p| p.duration_s).sum()
     }
@@ -587,6 +719,10 @@ fn reducer_keys() -> BTreeMap<String, bool> {
     keys_of(serde_json::to_value(button_reducer::Config::default()).unwrap_or_default())
 }
 
+fn relay_keys() -> BTreeMap<String, bool> {
+    keys_of(serde_json::to_value(button_relay::Config::default()).unwrap_or_default())
+}
+
 /// Addresses and names belong to the stack, not to a scenario.
 const OWNED_BY_STACK: &[&str] = &[
     "http_addr",
@@ -595,6 +731,8 @@ const OWNED_BY_STACK: &[&str] = &[
     "kafka_brokers",
     "topic",
     "dlq_topic",
+    // `[stack] ingest`: every process must agree on it.
+    "ingest",
 ];
 
 fn check_tuning(
@@ -661,10 +799,26 @@ pub fn apply_override(scenario: &mut Scenario, key: &str, value: &toml::Value) {
         }
         return;
     }
-    let table = if section == "service" {
-        &mut scenario.service
-    } else {
-        &mut scenario.reducer
+    if section == "stack" {
+        // Checked when the scenario was read: a known path, relays >= 1.
+        match rest {
+            "ingest" => {
+                if let Some(ingest) = value.as_str().and_then(|v| v.parse().ok()) {
+                    scenario.stack.ingest = ingest;
+                }
+            }
+            _ => {
+                if let Some(n) = value.as_integer() {
+                    scenario.stack.relays = n.max(1) as usize;
+                }
+            }
+        }
+        return;
+    }
+    let table = match section {
+        "service" => &mut scenario.service,
+        "relay" => &mut scenario.relay,
+        _ => &mut scenario.reducer,
     };
     match rest.split_once('.') {
         // A librdkafka property: `service.producer.linger.ms`.
@@ -844,6 +998,109 @@ mod tests {
     }
 
     #[test]
+    fn ingest_is_a_stack_key_that_sweeps_and_sets() {
+        let s = parse_str(&format!(
+            "[stack]\ningest = \"outbox\"\nrelays = 2\n{MINIMAL}"
+        ))
+        .expect("valid");
+        assert_eq!((s.stack.ingest, s.stack.relays), (Ingest::Outbox, 2));
+        let s = parse_str(&format!(
+            "[sweep]\n\"stack.ingest\" = [\"kafka\", \"outbox\", \"direct\"]\n{MINIMAL}"
+        ))
+        .expect("valid");
+        let mut points = Vec::new();
+        for point in sweep_points(&s.sweep) {
+            let mut p = s.clone();
+            for (k, v) in &point {
+                apply_override(&mut p, k, v);
+            }
+            points.push(p.stack.ingest);
+        }
+        assert_eq!(points, Ingest::ALL);
+        for (text, key, wrong) in [
+            (
+                "[stack]\ningest = \"rabbit\"",
+                "",
+                "unknown variant `rabbit`",
+            ),
+            (
+                "[sweep]\n\"stack.ingest\" = [\"rabbit\"]",
+                "sweep.\"stack.ingest\"",
+                "unknown ingest path `rabbit`",
+            ),
+            (
+                "[sweep]\n\"stack.partitions\" = [1]",
+                "sweep.\"stack.partitions\"",
+                "only stack.ingest and stack.relays",
+            ),
+            (
+                "[service]\ningest = \"direct\"",
+                "service.ingest",
+                "set by the stack driver",
+            ),
+            (
+                "[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"relay\"",
+                "fault[0].target",
+                "relays run with ingest `outbox`",
+            ),
+            (
+                "[stack]\ningest = \"direct\"\n[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"broker\"",
+                "fault[0].target",
+                "starts no broker",
+            ),
+            (
+                "[stack]\ningest = \"outbox\"\n[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"relay-1\"",
+                "fault[0].target",
+                "there are 1 relays",
+            ),
+            (
+                "[stack]\ndriver = \"compose\"\ningest = \"outbox\"",
+                "stack.ingest",
+                "compose stack runs ingest `kafka` only",
+            ),
+            ("[relay]\nnope = 1", "relay.nope", "unknown relay key"),
+        ] {
+            let err = parse_str(&format!("{text}\n{MINIMAL}"))
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(key) && err.contains(wrong), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn set_overrides_one_key_as_a_sweep_point_would() {
+        let path = Path::new("scenarios/test.toml");
+        let mut s = parse_str(MINIMAL).expect("valid");
+        s.set(path, "stack.ingest=direct").expect("a path");
+        s.set(path, "reducer.batch_max=7").expect("a number");
+        s.set(path, "service.producer.linger.ms=5")
+            .expect("a property");
+        assert_eq!(s.stack.ingest, Ingest::Direct);
+        assert_eq!(s.reducer["batch_max"].as_integer(), Some(7));
+        assert_eq!(
+            s.service_env().get("BUTTON_PRODUCER").map(String::as_str),
+            Some("linger.ms=5")
+        );
+        for (set, wrong) in [
+            ("stack.ingest", "is not KEY=VALUE"),
+            ("stack.ingest=rabbit", "unknown ingest path"),
+            ("reducer.nope=1", "`nope` is not a reducer key"),
+        ] {
+            let err = s.set(path, set).expect_err(set).to_string();
+            assert!(
+                err.contains(&format!("--set {set}")) || err.contains(wrong),
+                "{err}"
+            );
+            assert!(err.contains(wrong), "{set}: {err}");
+        }
+        assert_eq!(
+            s.stack.ingest,
+            Ingest::Direct,
+            "a refused --set changes nothing"
+        );
+    }
+
+    #[test]
     fn a_rate_sweep_sets_every_phase() {
         let two_phases =
             "[[phase]]\nduration_s = 5\nrate = 100\n[[phase]]\nduration_s = 5\nrate = 300\n";
@@ -870,7 +1127,7 @@ mod tests {
             ("\"phase.rate\" = [\"fast\"]", "not a positive rate"),
             (
                 "\"load.rate\" = [5]",
-                "must start with service., reducer. or phase.",
+                "must start with service., reducer., relay., stack. or phase.",
             ),
         ] {
             let err = parse_str(&format!("[sweep]\n{sweep}\n{MINIMAL}"))

@@ -177,6 +177,10 @@ pub const PRESS_PATH_GOAL: f64 = 0.3;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
+    /// The ingest path the stack ran (runs stored before it existed ran
+    /// `kafka`).
+    #[serde(default)]
+    pub ingest: button_stack::Ingest,
     pub run: String,
     pub sweep_point: Option<BTreeMap<String, String>>,
     pub guards: GuardsInfo,
@@ -823,6 +827,7 @@ mod tests {
         let s = scenario("[assert]\np99_press_ms = 10\nmin_accepted_per_s = 50\n");
         let summary = Summary {
             scenario: "t".into(),
+            ingest: button_stack::Ingest::Kafka,
             run: "r".into(),
             sweep_point: None,
             guards: GuardsInfo::default(),

@@ -246,10 +246,17 @@ async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, String
 /// A 202's body as the verdict needs it, or the stable `error` code.
 pub fn answer(status: u16, body: &[u8]) -> Result<Accepted, Failure> {
     if status == 202 {
-        return serde_json::from_slice(body).map_err(|e| Failure::Refused {
+        let accepted: Accepted = serde_json::from_slice(body).map_err(|e| Failure::Refused {
             status,
             code: format!("bad 202 body: {e}"),
-        });
+        })?;
+        if accepted.position().is_none() && accepted.outbox_id.is_none() {
+            return Err(Failure::Refused {
+                status,
+                code: "bad 202 body: no partition and offset, no outbox_id".to_owned(),
+            });
+        }
+        return Ok(accepted);
     }
     Err(refusal(status, body))
 }
@@ -329,6 +336,27 @@ mod tests {
         .await
     }
 
+    #[test]
+    fn a_202_names_a_position_or_an_outbox_row() {
+        let outbox = answer(
+            202,
+            br#"{"request_id":"r","outbox_id":7,"accepted_at_ms":1}"#,
+        )
+        .expect("an outbox row");
+        assert_eq!((outbox.position(), outbox.outbox_id), (None, Some(7)));
+        let log = answer(202, ACCEPTED.as_bytes()).expect("a position");
+        assert_eq!(log.position(), Some((1, 41)));
+        let Err(Failure::Refused { code, .. }) =
+            answer(202, br#"{"request_id":"r","accepted_at_ms":1}"#)
+        else {
+            panic!("a 202 that names nothing is refused");
+        };
+        assert!(
+            code.contains("no partition and offset, no outbox_id"),
+            "{code}"
+        );
+    }
+
     #[tokio::test]
     async fn a_202_is_read_and_its_connection_kept_alive() {
         let (url, connections) = server(http("202 Accepted", ACCEPTED), false).await;
@@ -338,7 +366,7 @@ mod tests {
                 let a = client.press(0, Bytes::from_static(b"{}")).await.unwrap();
                 assert_eq!(
                     (a.partition, a.offset, a.request_id.as_str()),
-                    (1, 41, "r-1")
+                    (Some(1), Some(41), "r-1")
                 );
             }
         })

@@ -1,7 +1,7 @@
 //! `loadgen run` end to end against a running stack (the external driver):
 //! exit code, summary and every stored file.
 
-use button_stack::{Stack, StackConfig};
+use button_stack::{Ingest, Stack, StackConfig};
 use std::process::Command;
 
 /// Writes `scenario` for the external driver pointed at `stack`, runs
@@ -125,6 +125,53 @@ async fn a_run_against_an_external_stack_stores_every_file_and_a_clean_verdict()
     assert_eq!(meta["driver"], "external");
     let csv = std::fs::read_to_string(run.join("timeseries.csv")).expect("csv");
     assert!(csv.lines().count() >= 5, "a row a second:\n{csv}");
+}
+
+/// The other two ingest paths, judged the same way: every 202 found by
+/// identity (in the topic by request id for the outbox, in the `presses`
+/// table for direct), and every press's press-to-SSE latency measured.
+async fn a_run_on_ingest_path_counts_every_press_once(ingest: Ingest) {
+    let stack = Stack::start(StackConfig {
+        partitions: 2,
+        ingest,
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let (stdout, run, _dir) = run_loadgen(
+        &stack,
+        &format!(
+            "ingest = \"{ingest}\"\n[[phase]]\nduration_s = 5\nrate = 200\n[sse]\nlisteners = 3\n[assert]\nlost = 0\nduplicated = 0\n"
+        ),
+    )
+    .await;
+    assert!(stdout.contains("CLEAN"), "{stdout}");
+    let summary = summary(&run);
+    assert_eq!(summary["ingest"], ingest.as_str());
+    assert_eq!(summary["verdict"]["clean"], true, "{summary}");
+    assert_eq!(summary["verdict"]["identity_checked"], true, "{summary}");
+    let accepted = summary["accepted"].as_u64().expect("accepted");
+    assert!(accepted >= 900, "{accepted} presses accepted");
+    assert_eq!(
+        summary["verdict"]["records_applied"].as_u64(),
+        Some(accepted),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["press_to_sse"]["count"].as_u64(),
+        Some(accepted),
+        "every accepted press was seen on the stream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_through_the_outbox_counts_every_press_once() {
+    a_run_on_ingest_path_counts_every_press_once(Ingest::Outbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_through_postgresql_alone_counts_every_press_once() {
+    a_run_on_ingest_path_counts_every_press_once(Ingest::Direct).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

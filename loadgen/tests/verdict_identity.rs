@@ -43,6 +43,7 @@ async fn judge(
     .await
     .expect("the topic reads back");
     Verdict::judge(&JudgeInput {
+        gaps_allowed: false,
         accepted,
         topic: Some(&topic),
         topic_error: None,
@@ -105,10 +106,12 @@ async fn a_press_produced_twice_fails_the_verdict_though_every_count_agrees() {
     for answer in press_many(&api, 60, 8).await {
         let a = answer.expect("every press accepted");
         ledger.record(&a);
+        let (partition, offset) = a.position().expect("ingest kafka names a position");
         accepted.push(AcceptedPress {
-            partition: a.partition,
-            offset: a.offset,
+            partition,
+            offset,
             request_id: a.request_id,
+            outbox_id: None,
         });
     }
     wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(30))

@@ -2,7 +2,7 @@
 //! `BUTTON_<KEY>` in the environment (see the README's table).
 
 use button_infra::KafkaProperties;
-use button_infra::config::defaults;
+use button_infra::config::{Ingest, defaults};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -57,6 +57,15 @@ pub struct Config {
     /// A Redis publish gives up after this long (publishing is best effort).
     pub publish_timeout_ms: u64,
     pub db_max_connections: u32,
+    /// Where presses come from. `kafka`: the topic. `outbox`: the topic
+    /// too, filled by the relay from PostgreSQL's `outbox`. `direct`:
+    /// PostgreSQL's `presses` table, folded in id order (see
+    /// [`crate::direct`]); no broker, so no consumer and no dead-letter
+    /// producer.
+    pub ingest: Ingest,
+    /// `direct`: how often `presses` is read when no notification came (a
+    /// notification lost while the listener reconnects costs at most this).
+    pub direct_poll_ms: u64,
     /// How many recent request ids are remembered to send a repeated one
     /// to the dead-letter topic (0 = off; see `dedupe`).
     pub dedupe_window: usize,
@@ -87,6 +96,8 @@ impl Default for Config {
             backoff_max_ms: 5_000,
             publish_timeout_ms: 500,
             db_max_connections: 4,
+            ingest: Ingest::Kafka,
+            direct_poll_ms: 100,
             dedupe_window: 100_000,
         }
     }
@@ -99,6 +110,9 @@ impl Config {
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".to_owned());
+        }
+        if self.direct_poll_ms == 0 {
+            return Err("direct_poll_ms must be at least 1".to_owned());
         }
         if self.commit_every_batches == 0 && self.commit_interval_ms == 0 {
             return Err("commit_every_batches and commit_interval_ms cannot both be 0".to_owned());

@@ -1,17 +1,23 @@
-//! The Button's reducer.
+//! The Button's reducer: one writer of the global state, which it persists
+//! with the position of the last press folded in, so no press counts twice.
 //!
 //! - [`consumer`]: the Kafka consumer that starts every assigned partition
 //!   from PostgreSQL's offsets.
 //! - [`pipeline`]: collect → fold → persist (one transaction with offsets)
 //!   → publish → commit, with backoff and exactly-once effect.
+//! - [`direct`]: ingest `direct`, no broker: the same fold over
+//!   PostgreSQL's `presses` table, in id order.
+//! - [`persist`]: the transaction both loops write through, with backoff.
 //! - [`dlq`]: poison records to the dead-letter topic, with reasons.
 //! - [`publisher`]: best-effort Redis publishing off the hot path.
 
 pub mod config;
 pub mod consumer;
 pub mod dedupe;
+pub mod direct;
 pub mod dlq;
 pub mod metrics;
+pub mod persist;
 pub mod pipeline;
 pub mod publisher;
 
@@ -22,13 +28,28 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use button_domain::Snapshot;
+use button_infra::config::Ingest;
+use button_store::Error as StoreError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Runs until `shutdown` (exit 0) or until persisting fails for good (error).
+#[derive(Debug, thiserror::Error)]
+pub enum ReducerError {
+    #[error("gave up after {attempts} attempts to persist a batch: {last}")]
+    PersistFailed { attempts: u32, last: String },
+    #[error("gave up after {attempts} attempts to read presses: {last}")]
+    ReadFailed { attempts: u32, last: String },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Runs until `shutdown` (exit 0) or until persisting (with `direct`, also
+/// reading) fails for good (error).
 pub async fn run(
     config: Config,
     metrics: PrometheusHandle,
@@ -47,8 +68,69 @@ pub async fn run(
         .unwrap_or_else(|| Snapshot::genesis(rules_hash.clone()));
     tracing::info!(state = persisted.id, counter = persisted.counter, offsets = ?persisted.offsets, rules = %rules_hash, "resuming");
 
+    let (published, published_rx) = watch::channel(None);
+    let persister = persist::Persister::new(&config, pool, rules_hash, published, persisted);
+    // Health says ready once the source is: the Kafka consumer assigned;
+    // `direct` needs only PostgreSQL, which answered above.
+    let source = match config.ingest {
+        Ingest::Kafka | Ingest::Outbox => {
+            Source::Kafka(kafka_reducer(config.clone(), rules, persister, &shutdown).await?)
+        }
+        Ingest::Direct => Source::Direct(
+            direct::Direct::new(config.clone(), rules, persister)
+                .context("preparing the reader of `presses`")?,
+        ),
+    };
+
+    let publisher_stop = CancellationToken::new();
+    let publisher = tokio::spawn(publisher::run(
+        config.redis_url.clone(),
+        config.redis_channel.clone(),
+        Duration::from_millis(config.publish_timeout_ms),
+        published_rx,
+        publisher_stop.clone(),
+    ));
+
+    let http_stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    tracing::info!(address = %listener.local_addr()?, ingest = %config.ingest, "health and metrics listening");
+    let http = tokio::spawn({
+        let stop = http_stop.clone();
+        async move {
+            axum::serve(listener, router(metrics))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+
+    let outcome = match source {
+        Source::Kafka(reducer) => reducer.run(shutdown).await,
+        Source::Direct(reader) => reader.run(shutdown).await,
+    };
+    publisher_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+    http_stop.cancel();
+    let _ = http.await;
+    outcome.context("reducer stopped")
+}
+
+/// Where the loop reads presses from.
+enum Source {
+    Kafka(pipeline::Reducer),
+    Direct(direct::Direct),
+}
+
+/// The consumer, assigned (or in the group), and the dead-letter producer.
+async fn kafka_reducer(
+    config: Config,
+    rules: button_domain::Ruleset,
+    persister: persist::Persister,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<pipeline::Reducer> {
     let shared = Arc::new(consumer::Shared::default());
-    shared.set_applied(&persisted.offsets);
+    shared.set_applied(&persister.persisted().offsets);
     let kafka = consumer::create(
         &config.kafka_brokers,
         &config.group_id,
@@ -64,7 +146,7 @@ pub async fn run(
             consumer::join_group(&kafka, &config.topic).context("joining the consumer group")?
         }
         config::Assignment::Manual => {
-            assign_all_with_retry(&kafka, &config, &shared, &shutdown).await?
+            assign_all_with_retry(&kafka, &config, &shared, shutdown).await?
         }
     }
     let kafka = Arc::into_inner(kafka).expect("no other owner of the consumer");
@@ -75,50 +157,16 @@ pub async fn run(
         &config.dlq_producer,
     )
     .context("creating the dead-letter producer")?;
-
-    let (published, published_rx) = watch::channel(None);
-    let publisher_stop = CancellationToken::new();
-    let publisher = tokio::spawn(publisher::run(
-        config.redis_url.clone(),
-        config.redis_channel.clone(),
-        Duration::from_millis(config.publish_timeout_ms),
-        published_rx,
-        publisher_stop.clone(),
-    ));
-
-    let http_stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding {}", config.http_addr))?;
-    tracing::info!(address = %listener.local_addr()?, "health and metrics listening");
-    let http = tokio::spawn({
-        let stop = http_stop.clone();
-        async move {
-            axum::serve(listener, router(metrics))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
-    });
-
-    let config_window = config.dedupe_window;
-    let reducer = pipeline::Reducer {
+    let recent = std::sync::Mutex::new(dedupe::RecentIds::new(config.dedupe_window));
+    Ok(pipeline::Reducer {
         config,
-        pool,
         rules,
-        rules_hash,
         consumer: kafka,
         shared,
         dead_letters,
-        published,
-        recent: std::sync::Mutex::new(dedupe::RecentIds::new(config_window)),
-        persisted,
-    };
-    let outcome = reducer.run(shutdown).await;
-    publisher_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
-    http_stop.cancel();
-    let _ = http.await;
-    outcome.context("reducer stopped")
+        recent,
+        persister,
+    })
 }
 
 async fn assign_all_with_retry(

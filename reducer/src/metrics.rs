@@ -1,7 +1,7 @@
 //! The reducer's metrics contract (see `button_infra::metrics`). Label
 //! values listed here exist from start-up; partitions appear on assignment.
 
-use button_infra::metrics::{BATCH_RECORDS, Kind, Label, Metric, STAGE_SECONDS};
+use button_infra::metrics::{BATCH_RECORDS, Kind, Label, Metric, STAGE_SECONDS, counter, gauge};
 
 /// Stages of a batch, in order.
 pub const STAGES: &[&str] = &["collect", "decode", "apply", "db", "publish", "commit"];
@@ -23,33 +23,11 @@ const PARTITION: Label = Label {
     values: &[],
 };
 
-const fn counter(name: &'static str, unit: &'static str, help: &'static str) -> Metric {
-    Metric {
-        name,
-        kind: Kind::Counter,
-        unit,
-        labels: &[],
-        help,
-        buckets: &[],
-    }
-}
-
-const fn gauge(name: &'static str, unit: &'static str, help: &'static str) -> Metric {
-    Metric {
-        name,
-        kind: Kind::Gauge,
-        unit,
-        labels: &[],
-        help,
-        buckets: &[],
-    }
-}
-
 pub const METRICS: &[Metric] = &[
     counter(
         "reducer_records_total",
         "records",
-        "Records read from the press topic that were not applied before.",
+        "Records read from the press topic (ingest `direct`: rows of `presses`) that were not applied before.",
     ),
     counter(
         "reducer_records_skipped_total",
@@ -74,7 +52,7 @@ pub const METRICS: &[Metric] = &[
             name: "reason",
             values: DEAD_LETTER_REASONS,
         }],
-        help: "Poison records sent to the dead-letter topic, by reason.",
+        help: "Poison records sent to the dead-letter topic (ingest `direct`: skipped and logged), by reason.",
         buckets: &[],
     },
     counter(
@@ -103,7 +81,7 @@ pub const METRICS: &[Metric] = &[
             name: "stage",
             values: STAGES,
         }],
-        help: "Time per batch in each stage: collect (waiting for records), decode, apply (the fold), db (the transaction), publish (to Redis), commit (offsets to Kafka).",
+        help: "Time per batch in each stage: collect (waiting for records), decode, apply (the fold), db (the transaction), publish (to Redis), commit (offsets to Kafka; not in `direct`).",
         buckets: STAGE_SECONDS,
     },
     gauge(
@@ -129,7 +107,7 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: "records",
         labels: &[PARTITION],
-        help: "Records on the topic past the last applied offset, per partition.",
+        help: "Records on the topic past the last applied offset, per partition (ingest `direct`: the newest id in `presses` past the last applied one, partition 0).",
         buckets: &[],
     },
     counter(

@@ -6,30 +6,19 @@
 //! is already there; after a crash, assignment starts from PostgreSQL's
 //! offsets. A record at or below the applied offset is never folded again.
 
-use crate::Config;
 use crate::consumer::{self, ReducerConsumer, Shared};
 use crate::dedupe::RecentIds;
 use crate::dlq::{DeadLetters, Poison};
-use button_domain::{PressEvent, PressRecord, Ruleset, Snapshot, State, apply_batch, apply_tick};
-use button_store::{BatchInfo, Error as StoreError};
+use crate::persist::{Persister, Written};
+use crate::{Config, ReducerError};
+use button_domain::{PressEvent, PressRecord, Ruleset, State, apply_batch};
+use button_store::BatchInfo;
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
-use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReducerError {
-    #[error("gave up after {attempts} attempts to persist a batch: {last}")]
-    PersistFailed { attempts: u32, last: String },
-    #[error("database: {0}")]
-    Store(#[from] StoreError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-}
 
 /// A batch in hand: decoded presses and poison records, in arrival order
 /// per partition.
@@ -53,18 +42,15 @@ impl Batch {
 
 pub struct Reducer {
     pub config: Config,
-    pub pool: PgPool,
     pub rules: Ruleset,
-    pub rules_hash: String,
     pub consumer: ReducerConsumer,
     pub shared: Arc<Shared>,
     pub dead_letters: DeadLetters,
-    pub published: watch::Sender<Option<Arc<Snapshot>>>,
     /// Request ids applied lately (see [`crate::dedupe`]). Behind a lock
     /// only because records borrow the consumer while they are taken.
     pub recent: std::sync::Mutex<RecentIds>,
-    /// The newest snapshot known to be in PostgreSQL.
-    pub persisted: Snapshot,
+    /// Writes states and holds the newest one known to be in PostgreSQL.
+    pub persister: Persister,
 }
 
 impl Reducer {
@@ -73,7 +59,7 @@ impl Reducer {
         let idle_check = Duration::from_millis(self.config.idle_check_ms.max(1));
         let mut batches_since_commit = 0u64;
         let mut last_commit = Instant::now();
-        self.shared.set_applied(&self.persisted.offsets);
+        self.shared.set_applied(&self.persister.persisted().offsets);
 
         while !shutdown.is_cancelled() {
             let first = tokio::select! {
@@ -140,8 +126,8 @@ impl Reducer {
         use rdkafka::consumer::Consumer;
         self.consumer.unsubscribe();
         tracing::info!(
-            state = self.persisted.id,
-            counter = self.persisted.counter,
+            state = self.persister.persisted().id,
+            counter = self.persister.persisted().counter,
             "reducer stopped"
         );
         Ok(())
@@ -156,7 +142,7 @@ impl Reducer {
     fn take(&self, batch: &mut Batch, message: &rdkafka::message::BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
         // Exactly once: never fold a record the database already has.
-        if let Some(&applied) = self.persisted.offsets.get(&partition) {
+        if let Some(&applied) = self.persister.persisted().offsets.get(&partition) {
             if offset <= applied {
                 metrics::counter!("reducer_records_skipped_total").increment(1);
                 return;
@@ -219,7 +205,11 @@ impl Reducer {
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "decode")
             .record(batch.decoding.as_secs_f64());
         let apply_started = Instant::now();
-        let mut state = apply_batch(self.persisted.state(), &batch.presses, &self.rules);
+        let mut state = apply_batch(
+            self.persister.persisted().state(),
+            &batch.presses,
+            &self.rules,
+        );
         for p in &batch.poison {
             state.skip_record(p.partition, p.offset);
         }
@@ -236,23 +226,15 @@ impl Reducer {
     }
 
     async fn tick_if_due(&mut self) -> Result<(), ReducerError> {
-        let now = now_ms();
-        let state = self.persisted.state();
-        if !state.tick_due(now, &self.rules) {
-            return Ok(());
-        }
-        let ticked = apply_tick(state, now, &self.rules);
-        if self
-            .write(ticked, BatchInfo::default(), &[], &BTreeMap::new())
-            .await?
-        {
-            metrics::counter!("reducer_ticks_total").increment(1);
+        if let Some(written) = self.persister.tick_if_due(&self.rules).await? {
+            self.after_write(written).await?;
         }
         Ok(())
     }
 
-    /// Dead letters first, then one transaction; retried with exponential
-    /// backoff. Nothing reaches Kafka or Redis before the commit.
+    /// Dead letters first, then the transaction (see [`Persister::write`]);
+    /// retried together with exponential backoff. Nothing reaches Kafka
+    /// offsets or Redis before the commit.
     async fn write(
         &mut self,
         state: State,
@@ -260,90 +242,42 @@ impl Reducer {
         poison: &[Poison],
         countries: &BTreeMap<String, u64>,
     ) -> Result<bool, ReducerError> {
-        let mut delay = Duration::from_millis(self.config.backoff_initial_ms);
-        let max_delay = Duration::from_millis(self.config.backoff_max_ms);
-        let mut attempt = 0;
         // Poison records already on the dead-letter topic are not sent again.
         let mut dead_lettered = 0;
-        loop {
-            attempt += 1;
-            let outcome = self
-                .try_write(&state, info, poison, &mut dead_lettered, countries)
-                .await;
-            match outcome {
-                Ok(snapshot) => {
-                    self.persisted = snapshot.clone();
-                    self.shared.set_applied(&snapshot.offsets);
-                    metrics::gauge!("reducer_state_id").set(snapshot.id as f64);
-                    metrics::gauge!("reducer_state_presses").set(snapshot.counter as f64);
-                    for (partition, offset) in &snapshot.offsets {
-                        metrics::gauge!("reducer_applied_offset", "partition" => partition.to_string())
-                            .set(*offset as f64);
-                    }
-                    metrics::counter!("reducer_events_applied_total")
-                        .increment((info.batch_size as u64).saturating_sub(poison.len() as u64));
-                    self.published.send_replace(Some(Arc::new(snapshot)));
-                    return Ok(true);
-                }
-                Err(WriteError::Store(StoreError::Conflict { parent_id })) => {
-                    metrics::counter!("reducer_conflicts_total").increment(1);
-                    tracing::warn!(parent_id, "another writer appended first: reloading");
-                    self.reload().await?;
-                    return Ok(false);
-                }
-                Err(e) => {
-                    metrics::counter!("reducer_db_retries_total").increment(1);
-                    if attempt >= self.config.max_attempts {
-                        return Err(ReducerError::PersistFailed {
-                            attempts: attempt,
-                            last: e.to_string(),
-                        });
-                    }
-                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "persisting failed");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(max_delay);
-                }
-            }
-        }
+        let applied = (info.batch_size as u64).saturating_sub(poison.len() as u64);
+        let dead_letters = &self.dead_letters;
+        let written = self
+            .persister
+            .write(&state, info, countries, applied, async || {
+                dead_letters
+                    .send_from(poison, &mut dead_lettered)
+                    .await
+                    .map_err(|e| format!("dead-letter topic: {e}"))
+            })
+            .await?;
+        self.after_write(written).await
     }
 
-    async fn try_write(
-        &self,
-        state: &State,
-        info: BatchInfo,
-        poison: &[Poison],
-        dead_lettered: &mut usize,
-        countries: &BTreeMap<String, u64>,
-    ) -> Result<Snapshot, WriteError> {
-        self.dead_letters
-            .send_from(poison, dead_lettered)
-            .await
-            .map_err(WriteError::DeadLetter)?;
-        let started = Instant::now();
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let snapshot = button_store::append_snapshot(
-            &mut tx,
-            self.persisted.id,
-            state,
-            &self.rules_hash,
-            info,
-        )
-        .await?;
-        button_store::add_country_counts(&mut tx, countries).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db")
-            .record(started.elapsed().as_secs_f64());
-        Ok(snapshot)
+    /// True when committed; after a conflict, reloads and rewinds (false).
+    async fn after_write(&mut self, written: Written) -> Result<bool, ReducerError> {
+        match written {
+            Written::Committed => {
+                self.shared.set_applied(&self.persister.persisted().offsets);
+                Ok(true)
+            }
+            Written::Conflict => {
+                self.reload().await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Takes the newest snapshot from PostgreSQL and rewinds the consumer
     /// to its offsets.
     async fn reload(&mut self) -> Result<(), ReducerError> {
         self.recent().clear();
-        if let Some(latest) = button_store::latest_snapshot(&self.pool).await? {
-            self.persisted = latest;
-        }
-        self.shared.set_applied(&self.persisted.offsets);
+        self.persister.reload().await?;
+        self.shared.set_applied(&self.persister.persisted().offsets);
         consumer::rewind(&self.consumer, &self.shared)?;
         Ok(())
     }
@@ -353,7 +287,7 @@ impl Reducer {
         match consumer::commit(
             &self.consumer,
             &self.config.topic,
-            &self.persisted.offsets,
+            &self.persister.persisted().offsets,
             mode,
         ) {
             Ok(0) => {}
@@ -377,7 +311,7 @@ impl Reducer {
 
 /// The record's country as the table takes it: two capital letters, or
 /// `unknown` (absent in older records, or not a code).
-fn country_of(record: &PressRecord) -> &str {
+pub(crate) fn country_of(record: &PressRecord) -> &str {
     match record.country.as_deref() {
         Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => c,
         _ => "unknown",
@@ -398,18 +332,4 @@ fn batch_last_offset(batch: &Batch, partition: i32) -> Option<i64> {
         .find(|p| p.partition == partition)
         .map(|p| p.offset);
     press.max(poison)
-}
-
-#[derive(Debug, thiserror::Error)]
-enum WriteError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("dead-letter topic: {0}")]
-    DeadLetter(rdkafka::error::KafkaError),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

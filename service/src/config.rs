@@ -2,7 +2,7 @@
 //! `BUTTON_<KEY>` in the environment (see the README's table).
 
 use button_infra::KafkaProperties;
-use button_infra::config::defaults;
+use button_infra::config::{Ingest, defaults};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -18,6 +18,10 @@ pub struct Config {
     /// Kafka bootstrap servers.
     pub kafka_brokers: String,
     pub topic: String,
+    /// Where an accepted press goes: `kafka` (produced to `topic`),
+    /// `outbox` (PostgreSQL's `outbox`, for `button-relay`) or `direct`
+    /// (PostgreSQL's `presses`, read by the reducer; no broker).
+    pub ingest: Ingest,
     /// librdkafka producer properties, over the service's own defaults.
     pub producer: KafkaProperties,
     /// A press is answered within this deadline: 202 after the broker's
@@ -71,6 +75,7 @@ impl Default for Config {
             redis_channel: defaults::REDIS_CHANNEL.to_owned(),
             kafka_brokers: defaults::KAFKA_BROKERS.to_owned(),
             topic: defaults::TOPIC.to_owned(),
+            ingest: Ingest::Kafka,
             producer: KafkaProperties::default(),
             produce_timeout_ms: 5_000,
             max_body_bytes: 1_024,

@@ -1,7 +1,8 @@
 //! The Button's HTTP API.
 //!
 //! - [`routes::press`]: `POST /v1/events/press` → Kafka (`acks=all`,
-//!   idempotent), 202 with partition and offset after the broker's ack.
+//!   idempotent), 202 with partition and offset after the broker's ack; or
+//!   (ingest `outbox`, `direct`) a PostgreSQL insert ([`ingest`]).
 //! - [`routes::states`]: the newest state from memory, and its SSE stream.
 //! - [`feed`]: one Redis subscription per process, PostgreSQL while Redis
 //!   is down.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod feed;
 pub mod geo;
 pub mod guard;
+pub mod ingest;
 pub mod metrics;
 pub mod producer;
 pub mod routes;
@@ -25,6 +27,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use button_domain::Snapshot;
+use button_infra::config::Ingest;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use producer::{PressProducer, PressSink};
@@ -164,14 +167,20 @@ pub async fn serve(
     let guards =
         guard::Guards::new(&config).context("configuring proof of work and rate limits")?;
     let deadline = Duration::from_millis(config.produce_timeout_ms);
-    let producer = PressProducer::new(
-        &config.kafka_brokers,
-        &config.topic,
-        deadline,
-        &config.producer,
-    )
-    .context("creating the Kafka producer")?;
-    wait_for_topic(&producer, &shutdown).await?;
+    let producer: Arc<dyn PressSink> = match config.ingest {
+        Ingest::Kafka => {
+            let producer = PressProducer::new(
+                &config.kafka_brokers,
+                &config.topic,
+                deadline,
+                &config.producer,
+            )
+            .context("creating the Kafka producer")?;
+            wait_for_topic(&producer, &shutdown).await?;
+            Arc::new(producer)
+        }
+        ingest => Arc::new(ingest::TableSink::new(pool.clone(), ingest, deadline)),
+    };
 
     let (tx, current) = watch::channel(Arc::new(genesis));
     let redis_up = Arc::new(AtomicBool::new(false));
@@ -193,7 +202,7 @@ pub async fn serve(
     let geoip_db = config.geoip_db.clone();
     let state = AppState::new(Shared {
         config: Arc::new(config),
-        producer: Arc::new(producer),
+        producer,
         guards: Arc::new(guards),
         geo: Arc::new(geo::Geo::open(&geoip_db)),
         pool,

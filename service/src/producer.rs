@@ -68,11 +68,17 @@ pub struct PressProducer {
     health: BrokerHealth,
 }
 
-/// Where the broker stored a record.
-#[derive(Debug, Clone, Copy)]
-pub struct Stored {
-    pub partition: i32,
-    pub offset: i64,
+/// Where an accepted press was stored: what its 202 names so that a
+/// client can match it to the first state that includes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// A position in a log the reducer reads in order: the topic's
+    /// partition and offset, or (ingest `direct`) partition 0 and the
+    /// `presses` row id. A state covers it once its offsets reach it.
+    Log { partition: i32, offset: i64 },
+    /// A row of the outbox, not yet in the topic: the relay gives it a
+    /// topic position later, which the record's request id finds.
+    Outbox { id: i64 },
 }
 
 /// Where accepted presses go. The service uses [`PressProducer`]; the
@@ -87,6 +93,11 @@ pub trait PressSink: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Stored, ApiError>>;
     /// Whether a broker is reachable now (readiness).
     fn broker_up(&self) -> bool;
+    /// Whether presses go to a broker at all (`/health` reports none
+    /// otherwise).
+    fn uses_broker(&self) -> bool {
+        true
+    }
 }
 
 impl PressSink for PressProducer {
@@ -95,21 +106,27 @@ impl PressSink for PressProducer {
         key: &'a str,
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<Stored, ApiError>> {
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let stored = PressProducer::send(self, key, payload).await;
-            metrics::histogram!(
-                "service_produce_duration_seconds",
-                "outcome" => if stored.is_ok() { "stored" } else { "failed" }
-            )
-            .record(started.elapsed().as_secs_f64());
-            stored
-        })
+        Box::pin(timed(PressProducer::send(self, key, payload)))
     }
 
     fn broker_up(&self) -> bool {
         self.health.is_up()
     }
+}
+
+/// Stores a press through `store`, timing it into
+/// `service_produce_duration_seconds` by outcome (every sink's figure).
+pub(crate) async fn timed(
+    store: impl std::future::Future<Output = Result<Stored, ApiError>>,
+) -> Result<Stored, ApiError> {
+    let started = std::time::Instant::now();
+    let stored = store.await;
+    metrics::histogram!(
+        "service_produce_duration_seconds",
+        "outcome" => if stored.is_ok() { "stored" } else { "failed" }
+    )
+    .record(started.elapsed().as_secs_f64());
+    stored
 }
 
 /// Keeps records in memory, one partition, offsets from 0: a broker that
@@ -141,7 +158,7 @@ impl PressSink for MemorySink {
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records.push(payload.to_vec());
         let offset = records.len() as i64 - 1;
-        Box::pin(std::future::ready(Ok(Stored {
+        Box::pin(std::future::ready(Ok(Stored::Log {
             partition: 0,
             offset,
         })))
@@ -217,7 +234,7 @@ impl PressProducer {
                 "no acknowledgement within {} ms",
                 self.deadline.as_millis()
             ))),
-            Ok(Ok(delivery)) => Ok(Stored {
+            Ok(Ok(delivery)) => Ok(Stored::Log {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
@@ -277,19 +294,6 @@ impl PressProducer {
     /// exists. Blocking; call from a blocking thread.
     pub fn check_topic(&self, timeout: Duration) -> Result<usize, String> {
         use rdkafka::producer::Producer;
-        let metadata = self
-            .current()
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)
-            .map_err(|e| e.to_string())?;
-        let topic = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == &*self.topic)
-            .ok_or_else(|| format!("topic {} not in metadata", self.topic))?;
-        if let Some(err) = topic.error() {
-            return Err(format!("topic {}: {:?}", self.topic, err));
-        }
-        Ok(topic.partitions().len())
+        button_infra::kafka::topic_partitions(self.current().client(), &self.topic, timeout)
     }
 }

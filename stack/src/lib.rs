@@ -1,7 +1,8 @@
 //! A throwaway local stack, one process per component.
 //!
 //! [`Stack::start`] brings up PostgreSQL (initdb + postgres), Redis, the
-//! Kafka-protocol broker (tansu), the service instances and the reducer, on
+//! Kafka-protocol broker (tansu, unless the ingest path is `direct`), the
+//! service instances, the outbox relays (ingest `outbox`) and the reducer, on
 //! free loopback ports, each in its own folder under one temporary
 //! directory, each logging to `logs/<component>.log`. Every component can
 //! be killed (SIGKILL), stopped (graceful), paused (SIGSTOP), resumed
@@ -43,7 +44,9 @@ pub enum Error {
     },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("unknown component `{0}` (postgres, redis, broker, service, service-N, reducer)")]
+    #[error(
+        "unknown component `{0}` (postgres, redis, broker, service, service-N, reducer, relay, relay-N)"
+    )]
     UnknownComponent(String),
     #[error("unknown broker storage `{0}` (sqlite, memory)")]
     UnknownStorage(String),
@@ -59,6 +62,7 @@ pub enum Component {
     Broker,
     Reducer,
     Service(usize),
+    Relay(usize),
 }
 
 impl fmt::Display for Component {
@@ -69,6 +73,7 @@ impl fmt::Display for Component {
             Component::Broker => f.write_str("broker"),
             Component::Reducer => f.write_str("reducer"),
             Component::Service(i) => write!(f, "service-{i}"),
+            Component::Relay(i) => write!(f, "relay-{i}"),
         }
     }
 }
@@ -83,10 +88,15 @@ impl FromStr for Component {
             "broker" | "kafka" => Component::Broker,
             "reducer" => Component::Reducer,
             "service" => Component::Service(0),
-            other => match other.strip_prefix("service-").and_then(|n| n.parse().ok()) {
-                Some(i) => Component::Service(i),
-                None => return Err(Error::UnknownComponent(other.to_owned())),
-            },
+            "relay" => Component::Relay(0),
+            other => {
+                let numbered = |prefix: &str| other.strip_prefix(prefix)?.parse().ok();
+                match (numbered("service-"), numbered("relay-")) {
+                    (Some(i), _) => Component::Service(i),
+                    (_, Some(i)) => Component::Relay(i),
+                    _ => return Err(Error::UnknownComponent(other.to_owned())),
+                }
+            }
         })
     }
 }
@@ -123,6 +133,8 @@ impl fmt::Display for BrokerStorage {
     }
 }
 
+pub use button_infra::config::Ingest;
+
 /// The environment every process of a stack starts from (the caller's is
 /// cleared): a search path, a home, a locale, and `RUST_LOG=warn` unless the
 /// component's spec sets its own. Runs record it beside their results.
@@ -157,6 +169,13 @@ pub struct StackConfig {
     pub services: usize,
     /// Start the reducer with the rest (tests of the service alone say no).
     pub reducer: bool,
+    /// The ingest path, given to the service and the reducer as
+    /// `BUTTON_INGEST`; `direct` starts no broker.
+    pub ingest: Ingest,
+    /// Outbox relays started with ingest `outbox` (none otherwise).
+    pub relays: usize,
+    /// Extra `BUTTON_*` variables for every relay.
+    pub relay_env: BTreeMap<String, String>,
     /// Extra `BUTTON_*` variables for every service instance.
     pub service_env: BTreeMap<String, String>,
     /// Extra `BUTTON_*` variables for the reducer.
@@ -176,6 +195,9 @@ impl Default for StackConfig {
             broker_storage: BrokerStorage::Sqlite,
             services: 1,
             reducer: true,
+            ingest: Ingest::Kafka,
+            relays: 1,
+            relay_env: BTreeMap::new(),
             service_env: BTreeMap::new(),
             reducer_env: BTreeMap::new(),
             log_filter: "info,rdkafka=warn".to_owned(),
@@ -194,6 +216,7 @@ pub struct Endpoints {
     pub broker_port: u16,
     pub reducer_port: u16,
     pub service_ports: Vec<u16>,
+    pub relay_ports: Vec<u16>,
 }
 
 pub struct Stack {
@@ -221,6 +244,9 @@ impl Stack {
             service_ports: (0..config.services)
                 .map(|_| free_port())
                 .collect::<Result<_>>()?,
+            relay_ports: (0..config.relays)
+                .map(|_| free_port())
+                .collect::<Result<_>>()?,
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
@@ -239,10 +265,17 @@ impl Stack {
         };
         stack.start_postgres().await?;
         stack.start_component(Component::Redis).await?;
-        stack.start_component(Component::Broker).await?;
-        stack.create_topics().await?;
+        if stack.config.ingest.uses_broker() {
+            stack.start_component(Component::Broker).await?;
+            stack.create_topics().await?;
+        }
         for i in 0..stack.config.services {
             stack.start_component(Component::Service(i)).await?;
+        }
+        if stack.config.ingest == Ingest::Outbox {
+            for i in 0..stack.config.relays {
+                stack.start_component(Component::Relay(i)).await?;
+            }
         }
         if stack.config.reducer {
             stack.start_component(Component::Reducer).await?;
@@ -285,6 +318,11 @@ impl Stack {
 
     pub fn reducer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.endpoints.reducer_port)
+    }
+
+    /// Base URL (health and metrics) of relay `i`.
+    pub fn relay_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.endpoints.relay_ports[i])
     }
 
     pub fn log_path(&self, component: Component) -> PathBuf {
@@ -431,6 +469,13 @@ impl Stack {
                 .env("BUTTON_HTTP_ADDR", format!("127.0.0.1:{}", e.reducer_port))
                 .env("BUTTON_DLQ_TOPIC", self.config.dlq_topic.clone())
                 .envs(self.config.reducer_env.clone()),
+            Component::Relay(i) => Spec::new(locate::button_bin("button-relay")?, log)
+                .envs(self.common_env())
+                .env(
+                    "BUTTON_HTTP_ADDR",
+                    format!("127.0.0.1:{}", e.relay_ports[i]),
+                )
+                .envs(self.config.relay_env.clone()),
         })
     }
 
@@ -440,6 +485,7 @@ impl Stack {
             ("BUTTON_REDIS_URL".to_owned(), self.redis_url()),
             ("BUTTON_KAFKA_BROKERS".to_owned(), self.brokers()),
             ("BUTTON_TOPIC".to_owned(), self.config.topic.clone()),
+            ("BUTTON_INGEST".to_owned(), self.config.ingest.to_string()),
             ("RUST_LOG".to_owned(), self.config.log_filter.clone()),
         ])
     }
@@ -606,6 +652,10 @@ impl Stack {
             }
             Component::Reducer => {
                 self.http_ok(&format!("{}/health/ready", self.reducer_url()))
+                    .await
+            }
+            Component::Relay(i) => {
+                self.http_ok(&format!("{}/health/ready", self.relay_url(i)))
                     .await
             }
         }

@@ -6,6 +6,10 @@
 //! - [`latest_snapshot`], [`snapshot_after`] read the newest state.
 //! - [`append_snapshot`] writes one state with its offsets, in the caller's
 //!   transaction, refusing to fork the history.
+//! - [`ingest`]: the `outbox` and `presses` tables of the other two ingest
+//!   paths.
+
+pub mod ingest;
 
 use button_domain::{Ruleset, Snapshot, State};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};

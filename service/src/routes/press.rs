@@ -1,11 +1,13 @@
-//! `POST /v1/events/press`: answered 202 only after the broker stored the
-//! record, with where it was stored, so a client (and the lab) can match
-//! the press to the first state that includes it.
+//! `POST /v1/events/press`: answered 202 only once the press is durable
+//! (the broker's ack, or the insert's commit with ingest `outbox` and
+//! `direct`), with where it was stored, so a client (and the lab) can
+//! match the press to the first state that includes it.
 
 use crate::AppState;
 use crate::error::{ApiError, rate_limit_headers};
 use crate::guard::idempotency::{Reservation, validate_key};
 use crate::guard::pow::Challenge;
+use crate::producer::Stored;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
@@ -25,11 +27,19 @@ pub struct PressRequest {
     pub pow: Option<Challenge>,
 }
 
+/// The 202's body. `partition` and `offset` name where the press is in
+/// the log the reducer reads (ingest `kafka`: the topic; `direct`:
+/// partition 0, the `presses` row id); with ingest `outbox` they are absent
+/// and `outbox_id` names the outbox row instead.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PressAccepted {
     pub request_id: String,
-    pub partition: i32,
-    pub offset: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_id: Option<i64>,
     pub accepted_at_ms: i64,
 }
 
@@ -135,10 +145,15 @@ async fn produce(
     let record = PressRecord::new(request_id.clone(), client.to_owned(), accepted_at_ms)
         .with_country(country.to_owned());
     let stored = app.producer.send(&request_id, &record.encode()).await?;
+    let (partition, offset, outbox_id) = match stored {
+        Stored::Log { partition, offset } => (Some(partition), Some(offset), None),
+        Stored::Outbox { id } => (None, None, Some(id)),
+    };
     Ok(PressAccepted {
         request_id,
-        partition: stored.partition,
-        offset: stored.offset,
+        partition,
+        offset,
+        outbox_id,
         accepted_at_ms,
     })
 }
