@@ -87,12 +87,18 @@ impl<'de> Deserialize<'de> for KafkaProperties {
 pub struct Renewable<C: ClientContext + 'static> {
     config: ClientConfig,
     current: RwLock<FutureProducer<C>>,
+    /// When [`Renewable::renew_at_most_every`] last started a session.
+    renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl<C: ClientContext + 'static> Renewable<C> {
     pub fn new(config: ClientConfig, context: C) -> Result<Self, KafkaError> {
         let current = RwLock::new(config.create_with_context(context)?);
-        Ok(Renewable { config, current })
+        Ok(Renewable {
+            config,
+            current,
+            renewed_at: std::sync::Mutex::new(None),
+        })
     }
 
     /// The session to send with now (a cheap handle).
@@ -114,6 +120,28 @@ impl<C: ClientContext + 'static> Renewable<C> {
         // Destroying a librdkafka handle can block while it purges.
         tokio::task::spawn_blocking(move || drop(old));
         Ok(())
+    }
+
+    /// [`Renewable::renew`], unless a session was started less than
+    /// `interval` ago: `Ok(false)` then, and the caller asks again later.
+    /// A broker that keeps refusing would otherwise get a new session per
+    /// record.
+    pub fn renew_at_most_every(
+        &self,
+        interval: std::time::Duration,
+        context: impl FnOnce() -> C,
+    ) -> Result<bool, KafkaError> {
+        {
+            let mut at = self
+                .renewed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if at.is_some_and(|t| t.elapsed() < interval) {
+                return Ok(false);
+            }
+            *at = Some(std::time::Instant::now());
+        }
+        self.renew(context()).map(|()| true)
     }
 }
 

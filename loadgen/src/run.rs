@@ -410,6 +410,7 @@ async fn judge_exactly_once(
         sse_last_counter: recorder.last_tracked().map(|s| s.counter),
         drained: drained.drain_s.is_some(),
         gaps_allowed: ingest == Ingest::Direct,
+        repeats_expected: ingest == Ingest::Outbox,
     })
 }
 

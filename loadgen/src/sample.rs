@@ -267,14 +267,17 @@ pub async fn sample_loop(
         let mut lag = reducer
             .as_deref()
             .and_then(|p| metric_sum(p, "reducer_consumer_lag"));
-        // Presses still in the outbox are lag the topic does not show yet.
+        // Presses the relays have not kept up with are lag the topic does
+        // not show yet. Only rows pending for over a second count: at any
+        // rate some rows are always in the relay's hands for a few ms, and
+        // counting those would keep the lag (and so recovery) off zero.
         // Every relay reads the one table: the largest reading counts.
         let mut outbox: Option<f64> = None;
         for url in &sources.relay_urls {
             if let Some(pending) = scrape(&http, url)
                 .await
                 .as_deref()
-                .and_then(|p| metric_sum(p, "relay_outbox_pending"))
+                .and_then(|p| metric_sum(p, "relay_outbox_overdue"))
             {
                 outbox = Some(outbox.unwrap_or(0.0).max(pending));
             }

@@ -6,9 +6,11 @@
 //! and one lost. Here each accepted press — (partition, offset, request id)
 //! — must be in the topic, read back after the drain by the lab's own
 //! consumer, exactly once, with its request id, at or below the offset the
-//! reducer applied; the counter must have grown by the records applied
-//! minus the dead letters (undecodable records) minus repeats of a request
-//! id the reducer already counted; records stored without any 202 may not
+//! reducer applied (with ingest `outbox` a relay may send a press twice:
+//! the repeat is allowed when it was not counted); the counter must have
+//! grown by the records applied minus the dead letters (undecodable
+//! records) minus repeats of a request id the reducer already counted;
+//! records stored without any 202 may not
 //! outnumber the requests that ended without an answer; and a run that
 //! accepted nothing proves nothing.
 //!
@@ -45,6 +47,11 @@ pub struct JudgeInput<'a> {
     /// insert uses up a row id): records applied are then the records read
     /// in the applied range, not the distance the offsets moved.
     pub gaps_allowed: bool,
+    /// A press may be in the log more than once by design (ingest
+    /// `outbox`: a relay killed between the broker's ack and its commit
+    /// sends the rows again). A repeat is then no failure as long as it
+    /// was not counted; on the Kafka path only a faulty producer repeats.
+    pub repeats_expected: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -253,7 +260,7 @@ fn judge_identity(
             v.lost
         ));
     }
-    if v.duplicated_in_topic > 0 {
+    if v.duplicated_in_topic > 0 && !input.repeats_expected {
         reasons.push(format!(
             "{} accepted request ids are in the topic more than once",
             v.duplicated_in_topic
@@ -339,20 +346,27 @@ mod tests {
         }
     }
 
-    fn judge(c: &Case) -> Verdict {
-        Verdict::judge(&JudgeInput {
+    fn input(c: &Case) -> JudgeInput<'_> {
+        JudgeInput {
             gaps_allowed: false,
+            repeats_expected: false,
             accepted: &c.accepted,
             topic: Some(&c.topic),
             topic_error: None,
-            offsets_before: &BTreeMap::new(),
+            offsets_before: &EMPTY,
             offsets_after: &c.after,
             counter_before: 0,
             counter_after: c.counter_after,
             unanswered: c.unanswered,
             sse_last_counter: c.sse,
             drained: c.drained,
-        })
+        }
+    }
+
+    static EMPTY: BTreeMap<i32, i64> = BTreeMap::new();
+
+    fn judge(c: &Case) -> Verdict {
+        Verdict::judge(&input(c))
     }
 
     #[test]
@@ -406,6 +420,33 @@ mod tests {
         c.counter_after = 11;
         let v = judge(&c);
         assert_eq!(v.duplicated, 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_relay_resend_counted_once_is_clean_where_repeats_are_expected() {
+        let mut c = clean_case(10);
+        c.topic.push(TopicRecord {
+            partition: 0,
+            offset: 10,
+            request_id: Some(id(4)),
+        });
+        c.after = [(0, 10)].into();
+        let outbox = |c: &Case| {
+            Verdict::judge(&JudgeInput {
+                repeats_expected: true,
+                ..input(c)
+            })
+        };
+        let v = outbox(&c);
+        assert!(v.clean, "{v:?}");
+        assert_eq!(
+            (v.duplicated_in_topic, v.repeated_request_ids, v.duplicated),
+            (1, 1, 0)
+        );
+        // Counted twice: a failure on every path.
+        c.counter_after = 11;
+        let v = outbox(&c);
+        assert!(!v.clean && v.duplicated == 1, "{v:?}");
     }
 
     #[test]
@@ -521,6 +562,7 @@ mod tests {
         let c = clean_case(10);
         let v = Verdict::judge(&JudgeInput {
             gaps_allowed: false,
+            repeats_expected: false,
             accepted: &c.accepted,
             topic: None,
             topic_error: Some("no broker address".into()),

@@ -44,6 +44,7 @@ async fn judge(
     .expect("the topic reads back");
     Verdict::judge(&JudgeInput {
         gaps_allowed: false,
+        repeats_expected: false,
         accepted,
         topic: Some(&topic),
         topic_error: None,

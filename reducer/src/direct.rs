@@ -24,7 +24,7 @@
 use crate::persist::{Persister, Written};
 use crate::pipeline::country_of;
 use crate::{Config, ReducerError};
-use button_domain::{PressEvent, PressRecord, Ruleset, apply_batch};
+use button_domain::{PressEvent, PressRecord, Ruleset};
 use button_store::ingest::{PRESSES_CHANNEL, StoredPress, read_presses};
 use button_store::{BatchInfo, Error as StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -245,17 +245,12 @@ impl Direct {
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "decode")
             .record(batch.decoding.as_secs_f64());
 
-        let apply_started = Instant::now();
-        let mut state = apply_batch(
+        let state = crate::persist::fold(
             self.persister.persisted().state(),
             &batch.presses,
+            batch.poison.iter().map(|(id, _, _)| (PARTITION, *id)),
             &self.rules,
         );
-        for (id, _, _) in &batch.poison {
-            state.skip_record(PARTITION, *id);
-        }
-        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "apply")
-            .record(apply_started.elapsed().as_secs_f64());
         metrics::histogram!("reducer_batch_size").record(batch.rows as f64);
         let info = BatchInfo {
             batch_size: batch.rows as i64,

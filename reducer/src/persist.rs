@@ -4,7 +4,7 @@
 //! move on and the state go to the publisher.
 
 use crate::{Config, ReducerError};
-use button_domain::{Ruleset, Snapshot, State, apply_tick};
+use button_domain::{PressEvent, Ruleset, Snapshot, State, apply_batch, apply_tick};
 use button_store::{BatchInfo, Error as StoreError};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -32,6 +32,25 @@ pub struct Persister {
     backoff_max: Duration,
     /// The newest snapshot known to be in PostgreSQL.
     persisted: Snapshot,
+}
+
+/// Folds `presses` into `from` and moves past the records that could not
+/// be folded (`skipped`: partition and offset), timing it as the `apply`
+/// stage. Both loops, Kafka and direct, fold this way.
+pub fn fold(
+    from: State,
+    presses: &[PressEvent],
+    skipped: impl IntoIterator<Item = (i32, i64)>,
+    rules: &Ruleset,
+) -> State {
+    let started = Instant::now();
+    let mut state = apply_batch(from, presses, rules);
+    for (partition, offset) in skipped {
+        state.skip_record(partition, offset);
+    }
+    metrics::histogram!("reducer_stage_duration_seconds", "stage" => "apply")
+        .record(started.elapsed().as_secs_f64());
+    state
 }
 
 impl Persister {

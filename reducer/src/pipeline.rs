@@ -11,7 +11,7 @@ use crate::dedupe::RecentIds;
 use crate::dlq::{DeadLetters, Poison};
 use crate::persist::{Persister, Written};
 use crate::{Config, ReducerError};
-use button_domain::{PressEvent, PressRecord, Ruleset, State, apply_batch};
+use button_domain::{PressEvent, PressRecord, Ruleset, State};
 use button_store::BatchInfo;
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
@@ -204,17 +204,12 @@ impl Reducer {
     async fn persist(&mut self, batch: Batch) -> Result<bool, ReducerError> {
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "decode")
             .record(batch.decoding.as_secs_f64());
-        let apply_started = Instant::now();
-        let mut state = apply_batch(
+        let state = crate::persist::fold(
             self.persister.persisted().state(),
             &batch.presses,
+            batch.poison.iter().map(|p| (p.partition, p.offset)),
             &self.rules,
         );
-        for p in &batch.poison {
-            state.skip_record(p.partition, p.offset);
-        }
-        metrics::histogram!("reducer_stage_duration_seconds", "stage" => "apply")
-            .record(apply_started.elapsed().as_secs_f64());
         let info = BatchInfo {
             batch_size: batch.len() as i64,
             first_event_ms: batch.first_event_ms,

@@ -36,8 +36,13 @@ pub async fn prune(pool: PgPool, config: Config, stop: CancellationToken) {
     }
 }
 
-/// Refreshes `relay_outbox_pending` and `relay_outbox_dead` about once a
-/// second.
+/// How long a pending row may wait before it counts as overdue: far
+/// above a row's normal wait (the linger plus one batch), far below an
+/// outage.
+const OVERDUE_MS: i64 = 1_000;
+
+/// Refreshes `relay_outbox_pending`, `relay_outbox_overdue` and
+/// `relay_outbox_dead` about once a second.
 pub async fn gauges(pool: PgPool, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
@@ -46,6 +51,10 @@ pub async fn gauges(pool: PgPool, stop: CancellationToken) {
                 failures = 0;
                 metrics::gauge!("relay_outbox_pending").set(pending as f64);
                 metrics::gauge!("relay_outbox_dead").set(dead as f64);
+                match ingest::outbox_overdue(&pool, OVERDUE_MS).await {
+                    Ok(overdue) => metrics::gauge!("relay_outbox_overdue").set(overdue as f64),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the outbox's overdue rows"),
+                }
             }
             Err(e) => {
                 failures += 1;

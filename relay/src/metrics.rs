@@ -62,6 +62,11 @@ pub const METRICS: &[Metric] = &[
         "Outbox rows waiting to be sent, read about once a second.",
     ),
     gauge(
+        "relay_outbox_overdue",
+        "rows",
+        "Outbox rows pending for more than a second (the backlog the relays have not kept up with), read about once a second.",
+    ),
+    gauge(
         "relay_outbox_dead",
         "rows",
         "Outbox rows marked dead (never sent), read about once a second.",

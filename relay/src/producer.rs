@@ -9,9 +9,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Notes when every broker went away, so the next batch starts a new
 /// producer session.
@@ -70,7 +70,6 @@ fn is_record_code(code: RDKafkaErrorCode) -> bool {
 pub struct Producer {
     inner: Renewable<RelayContext>,
     lost: Arc<AtomicBool>,
-    renewed_at: Mutex<Instant>,
     topic: String,
     deadline: Duration,
 }
@@ -96,12 +95,6 @@ impl Producer {
         Ok(Producer {
             inner,
             lost,
-            // Far enough back that the first renewal is not held off.
-            renewed_at: Mutex::new(
-                Instant::now()
-                    .checked_sub(Duration::from_secs(1))
-                    .unwrap_or_else(Instant::now),
-            ),
             topic: config.topic.clone(),
             deadline,
         })
@@ -169,22 +162,16 @@ impl Producer {
 
     /// Starts a new producer session, at most once a second.
     fn renew(&self) {
-        {
-            let mut at = self
-                .renewed_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if at.elapsed() < Duration::from_secs(1) {
-                self.lost.store(true, Ordering::Relaxed);
-                return;
-            }
-            *at = Instant::now();
-        }
-        let context = RelayContext {
+        let context = || RelayContext {
             lost: self.lost.clone(),
         };
-        match self.inner.renew(context) {
-            Ok(()) => {
+        match self
+            .inner
+            .renew_at_most_every(Duration::from_secs(1), context)
+        {
+            // Too soon: the next send asks again.
+            Ok(false) => self.lost.store(true, Ordering::Relaxed),
+            Ok(true) => {
                 metrics::counter!("relay_producer_renewals_total").increment(1);
                 tracing::info!("started a new producer session");
             }

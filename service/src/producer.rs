@@ -62,7 +62,6 @@ impl ProducerContext for HealthContext {
 pub struct PressProducer {
     producer: Arc<Renewable<HealthContext>>,
     lost: Arc<AtomicBool>,
-    renewed_at: Arc<std::sync::Mutex<std::time::Instant>>,
     topic: Arc<str>,
     deadline: Duration,
     health: BrokerHealth,
@@ -203,7 +202,6 @@ impl PressProducer {
         Ok(PressProducer {
             producer: Arc::new(producer),
             lost,
-            renewed_at: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             topic: topic.into(),
             deadline,
             health: BrokerHealth(up),
@@ -263,24 +261,17 @@ impl PressProducer {
     /// produce when it does not. What the old session still held has
     /// already been answered 503.
     fn renew(&self) {
-        {
-            let mut at = self
-                .renewed_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if at.elapsed() < Duration::from_secs(1) {
-                // Too soon: try again on a later press.
-                self.lost.store(true, Ordering::Relaxed);
-                return;
-            }
-            *at = std::time::Instant::now();
-        }
-        let context = HealthContext {
+        let context = || HealthContext {
             up: self.health.0.clone(),
             lost: self.lost.clone(),
         };
-        match self.producer.renew(context) {
-            Ok(()) => {
+        match self
+            .producer
+            .renew_at_most_every(Duration::from_secs(1), context)
+        {
+            // Too soon: try again on a later press.
+            Ok(false) => self.lost.store(true, Ordering::Relaxed),
+            Ok(true) => {
                 metrics::counter!("service_producer_renewals_total").increment(1);
                 tracing::info!("brokers are back: started a new producer session");
             }

@@ -183,6 +183,19 @@ pub async fn prune_sent(pool: &PgPool, older_than_ms: i64, limit: i64) -> Result
     Ok(done.rows_affected())
 }
 
+/// Pending rows inserted more than `older_than_ms` ago: the backlog the
+/// relays have not kept up with (a row normally waits a few ms).
+pub async fn outbox_overdue(pool: &PgPool, older_than_ms: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox
+         WHERE state = 'pending'
+           AND created_at < clock_timestamp() - make_interval(secs => $1::double precision / 1000)",
+    )
+    .bind(older_than_ms)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Rows per state: `(pending, sent, dead)`.
 pub async fn outbox_counts(pool: &PgPool) -> Result<(i64, i64, i64)> {
     let row = sqlx::query(
