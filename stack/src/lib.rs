@@ -364,15 +364,43 @@ impl Stack {
             .signal(nix::sys::signal::Signal::SIGCONT)
     }
 
-    /// Starts a component again (after kill or stop) and waits for health.
+    /// Starts a component (or again, after kill or stop) and waits for health.
     pub async fn start_component(&mut self, component: Component) -> Result<()> {
         if let Some(proc) = self.procs.get_mut(&component) {
             proc.respawn()?;
-        } else {
+            return self.wait_healthy(component).await;
+        }
+        // A port is chosen free but bound only when the process starts; other
+        // test processes choose from the same range meanwhile. Losing that
+        // race is not the component's fault: choose again.
+        let mut attempts = 0;
+        loop {
             let spec = self.spec(component)?;
             self.procs.insert(component, Proc::spawn(component, spec)?);
+            match self.wait_healthy(component).await {
+                Err(Error::Component { message, .. })
+                    if attempts < 4 && message.contains("Address already in use") =>
+                {
+                    attempts += 1;
+                    tracing::warn!(%component, "port taken before it was bound; choosing another");
+                    self.procs.remove(&component);
+                    *self.port_mut(component) = free_port()?;
+                }
+                other => return other,
+            }
         }
-        self.wait_healthy(component).await
+    }
+
+    fn port_mut(&mut self, component: Component) -> &mut u16 {
+        let e = &mut self.endpoints;
+        match component {
+            Component::Postgres => &mut e.postgres_port,
+            Component::Redis => &mut e.redis_port,
+            Component::Broker => &mut e.broker_port,
+            Component::Reducer => &mut e.reducer_port,
+            Component::Service(i) => &mut e.service_ports[i],
+            Component::Relay(i) => &mut e.relay_ports[i],
+        }
     }
 
     /// Graceful stop, then start.
@@ -591,10 +619,8 @@ impl Stack {
         let started = Instant::now();
         let timeout = self.config.health_timeout;
         loop {
-            if self.check(component).await {
-                tracing::debug!(%component, waited = ?started.elapsed(), "healthy");
-                return Ok(());
-            }
+            // Exit first: a component that lost its port to another process
+            // must not pass for healthy because that process answers there.
             let proc = self.proc_mut(component)?;
             if let Some(code) = proc.exited() {
                 // The folder goes with the failed stack: say why here.
@@ -609,6 +635,10 @@ impl Stack {
                         tail.join("\n")
                     ),
                 });
+            }
+            if self.check(component).await {
+                tracing::debug!(%component, waited = ?started.elapsed(), "healthy");
+                return Ok(());
             }
             if started.elapsed() > timeout {
                 return Err(Error::Unhealthy {
