@@ -178,3 +178,112 @@ async fn bad_requests_get_stable_codes_and_a_dead_broker_a_fast_503() {
         "presses are accepted again after the broker returns"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_stuck_on_a_frozen_broker_gets_request_timeout_and_streams_stay_open() {
+    init_test_logs();
+    // The produce deadline is far past the request deadline: the request
+    // deadline is what answers.
+    let mut stack = Stack::start(StackConfig {
+        reducer: false,
+        service_env: button_stack::env(&[
+            ("BUTTON_PRODUCE_TIMEOUT_MS", "15000"),
+            ("BUTTON_REQUEST_TIMEOUT_MS", "1000"),
+            ("BUTTON_SSE_KEEPALIVE_MS", "200"),
+        ]),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    api.press().await.expect("a press before the freeze");
+    let mut stream = api
+        .http()
+        .get(api.url("/v1/states/stream"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+
+    // SIGSTOP: connections stay up, so the producer waits for an ack.
+    stack.pause(Component::Broker).expect("SIGSTOP broker");
+    let started = Instant::now();
+    let (status, body) = call(
+        &api,
+        reqwest::Method::POST,
+        "/v1/events/press",
+        None,
+        vec![],
+    )
+    .await;
+    let took = started.elapsed();
+    stack.resume(Component::Broker).expect("SIGCONT broker");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("request_timeout")),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "answered after {took:?}"
+    );
+
+    // The stream, open all along (past the request deadline), still flows.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), stream.chunk())
+            .await
+            .expect("keep-alives within 2 s");
+        assert!(
+            matches!(chunk, Ok(Some(_))),
+            "the stream is not cut: {chunk:?}"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            api.press().await.is_ok()
+        })
+        .await,
+        "presses resume after the broker does"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn countries_are_served_from_a_copy_refreshed_after_its_period() {
+    init_test_logs();
+    let stack = Stack::start(StackConfig {
+        service_env: button_stack::env(&[("BUTTON_COUNTRIES_CACHE_MS", "3000")]),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let countries = || async {
+        let (status, body) = call(&api, reqwest::Method::GET, "/v1/countries", None, vec![]).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let cached_at = Instant::now();
+    let first = countries().await;
+    assert_eq!(first["countries"], serde_json::json!([]), "{first}");
+    assert_eq!(countries().await, first, "the same answer twice in a row");
+
+    let mut ledger = button_client::Ledger::default();
+    ledger.record(&api.press().await.expect("press"));
+    button_client::wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+    // Counted in PostgreSQL, but the copy is younger than its period.
+    let stale = countries().await;
+    if cached_at.elapsed() < Duration::from_millis(2_500) {
+        assert_eq!(stale, first, "served from the copy within its period");
+    }
+    assert!(
+        wait_until(Duration::from_secs(6), || async {
+            countries().await["countries"]
+                == serde_json::json!([{"country": "unknown", "presses": 1}])
+        })
+        .await,
+        "the press shows once the period is over"
+    );
+}

@@ -149,7 +149,7 @@ async fn the_rate_limit_admits_exactly_the_burst_under_concurrency() {
         "each admitted press saw its own count"
     );
 
-    // Redis down: limits fail open, presses go on.
+    // Redis down: limits fail open (the default), presses go on.
     stack.kill(Component::Redis).expect("kill redis");
     let open = api.press_raw(&json!({}), &[]).await.expect("answer");
     assert_eq!(open.status, 202, "{:?}", open.body);
@@ -218,4 +218,43 @@ async fn a_retried_press_with_one_idempotency_key_is_produced_once() {
     );
     let plain = api.press_raw(&json!({}), &[]).await.expect("answer");
     assert_eq!(plain.status, 202, "presses without a key do not need Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_set_to_fail_closed_refuse_presses_while_redis_is_down() {
+    init_test_logs();
+    let mut stack = stack(&[
+        ("BUTTON_RATE_LIMIT_PER_S", "100"),
+        ("BUTTON_RATE_LIMIT_BURST", "100"),
+        ("BUTTON_RATE_LIMIT_REDIS_DOWN", "closed"),
+    ])
+    .await;
+    let api = Api::new(stack.service_url(0));
+    let limited = api.press_raw(&json!({}), &[]).await.expect("answer");
+    assert_eq!(limited.status, 202, "{:?}", limited.body);
+    assert_eq!(limited.header("ratelimit-limit"), Some("100"));
+
+    stack.kill(Component::Redis).expect("kill redis");
+    let closed = api.press_raw(&json!({}), &[]).await.expect("answer");
+    assert_eq!(
+        (closed.status, closed.code()),
+        (503, Some("rate_limit_unavailable")),
+        "{:?}",
+        closed.body
+    );
+    assert_eq!(closed.header("retry-after"), Some("1"));
+
+    stack
+        .start_component(Component::Redis)
+        .await
+        .expect("redis back");
+    let mut accepted = false;
+    for _ in 0..50 {
+        if api.press_raw(&json!({}), &[]).await.expect("answer").status == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(accepted, "presses resume once Redis is back");
 }

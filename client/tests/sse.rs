@@ -409,3 +409,59 @@ async fn thousands_of_streams_past_the_cap_are_refused_and_leave_nothing_behind(
         .await
         .expect("a new client is served the newest state");
 }
+
+/// A stream request from `client` (an `X-Forwarded-For` the service trusts);
+/// the connection stays open while the answer is held.
+async fn open_stream(api: &Api, client: &str) -> reqwest::Response {
+    api.http()
+        .get(api.url("/v1/states/stream"))
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .expect("answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_than_its_streams_and_others_still_connect() {
+    init_test_logs();
+    let stack = Stack::start(StackConfig {
+        reducer: false,
+        service_env: button_stack::env(&[
+            ("BUTTON_TRUST_FORWARDED_FOR", "true"),
+            ("BUTTON_SSE_MAX_PER_CLIENT", "3"),
+            ("BUTTON_SSE_KEEPALIVE_MS", "200"),
+        ]),
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    const A: &str = "198.51.100.7";
+    const B: &str = "203.0.113.9";
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let stream = open_stream(&api, A).await;
+        assert_eq!(stream.status(), 200);
+        held.push(stream);
+    }
+    let refused = open_stream(&api, A).await;
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "too_many_streams", "{body}");
+
+    // Another client is not affected by A's streams.
+    let other = open_stream(&api, B).await;
+    assert_eq!(other.status(), 200, "another client still connects");
+
+    // A leaves one stream: its slot comes back.
+    drop(held.pop());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            open_stream(&api, A).await.status() == 200
+        })
+        .await,
+        "a slot frees when the client closes a stream"
+    );
+    drop(other);
+}

@@ -31,6 +31,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// SSE connections past this number get 503.
     pub sse_max_clients: usize,
+    /// Open SSE connections one client (its pseudonym) may hold; past it,
+    /// 429. 0 (the default) turns the per-client cap off: without
+    /// `trust_forwarded_for` behind a proxy every client has the proxy's
+    /// address, and the lab's load generator opens its listeners from one.
+    pub sse_max_per_client: usize,
     pub sse_keepalive_ms: u64,
     /// Kernel send buffer of each connection (`SO_SNDBUF`; the kernel
     /// doubles it); 0 leaves it to the kernel's autotuning. It bounds what
@@ -43,6 +48,12 @@ pub struct Config {
     /// the reducer could not make).
     pub db_safety_poll_ms: u64,
     pub db_max_connections: u32,
+    /// Deadline of every request but the SSE stream: past it, 503
+    /// `request_timeout`. 0 turns it off.
+    pub request_timeout_ms: u64,
+    /// How long `/v1/countries` serves one answer before querying again;
+    /// 0 queries on every request.
+    pub countries_cache_ms: u64,
     /// How long SIGTERM waits for in-flight requests before closing.
     pub shutdown_grace_ms: u64,
     /// Key for challenge signatures and client pseudonyms; the same on
@@ -59,6 +70,9 @@ pub struct Config {
     pub rate_limit_per_s: f64,
     /// Presses a client may make at once before the rate applies.
     pub rate_limit_burst: u32,
+    /// What rate limits do while Redis is unreachable: `open` lets presses
+    /// through, `closed` answers 503 `rate_limit_unavailable`.
+    pub rate_limit_redis_down: RedisDownPolicy,
     /// How long an Idempotency-Key's first answer is kept.
     pub idempotency_ttl_ms: u64,
     /// The country database (MMDB); empty or missing = every country
@@ -80,11 +94,14 @@ impl Default for Config {
             produce_timeout_ms: 5_000,
             max_body_bytes: 1_024,
             sse_max_clients: 10_000,
+            sse_max_per_client: 0,
             sse_keepalive_ms: 15_000,
             tcp_send_buffer_bytes: 0,
             db_poll_ms: 250,
             db_safety_poll_ms: 2_000,
             db_max_connections: 8,
+            request_timeout_ms: 10_000,
+            countries_cache_ms: 1_000,
             shutdown_grace_ms: 5_000,
             secret: String::new(),
             trust_forwarded_for: false,
@@ -92,8 +109,20 @@ impl Default for Config {
             pow_ttl_ms: 60_000,
             rate_limit_per_s: 0.0,
             rate_limit_burst: 20,
+            rate_limit_redis_down: RedisDownPolicy::Open,
             idempotency_ttl_ms: 86_400_000,
             geoip_db: "/usr/local/share/button-lab/geo-whois-asn-country.mmdb".to_owned(),
         }
     }
+}
+
+/// A guard's answer when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisDownPolicy {
+    /// Admit the press (counted in `service_guard_unavailable_total`).
+    #[default]
+    Open,
+    /// Refuse the press with 503.
+    Closed,
 }

@@ -26,6 +26,10 @@ pub enum ApiError {
     QueueFull,
     #[error("too many stream clients (limit {limit})")]
     TooManyClients { limit: usize },
+    #[error("this client already holds {limit} streams")]
+    TooManyStreams { limit: usize },
+    #[error("no answer within the request deadline")]
+    RequestTimeout,
     #[error("shutting down")]
     ShuttingDown,
     #[error("proof of work is off: press without a challenge")]
@@ -60,7 +64,9 @@ impl ApiError {
             | ApiError::PowExpired
             | ApiError::PowReplayed
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -70,6 +76,7 @@ impl ApiError {
             | ApiError::QueueFull
             | ApiError::TooManyClients { .. }
             | ApiError::ShuttingDown
+            | ApiError::RequestTimeout
             | ApiError::GuardUnavailable(_)
             | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -87,6 +94,8 @@ impl ApiError {
             ApiError::BrokerUnavailable(_) => "broker_unavailable",
             ApiError::QueueFull => "queue_full",
             ApiError::TooManyClients { .. } => "too_many_clients",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::PowDisabled => "pow_disabled",
             ApiError::PowRequired => "pow_required",
@@ -97,6 +106,7 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::GuardUnavailable("pow") => "pow_unavailable",
+            ApiError::GuardUnavailable("rate_limit") => "rate_limit_unavailable",
             ApiError::GuardUnavailable(_) => "idempotency_unavailable",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
         }

@@ -7,6 +7,7 @@
 //! - [`feed`]: one Redis subscription per process, PostgreSQL while Redis
 //!   is down.
 //! - [`error`]: the one failure-to-response mapping.
+//! - [`timeout`]: the deadline of every request but the stream.
 //!
 //! [`run`] binds, serves until the shutdown token fires, then drains.
 
@@ -19,6 +20,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod producer;
 pub mod routes;
+pub mod timeout;
 
 pub use config::Config;
 
@@ -67,6 +69,9 @@ pub struct Shared {
     pub pool: PgPool,
     pub current: feed::Current,
     pub sse_clients: Arc<AtomicUsize>,
+    pub sse_per_client: routes::states::StreamsPerClient,
+    /// `/v1/countries`'s JSON body.
+    pub countries: routes::states::Cached<axum::body::Bytes>,
     pub redis_up: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
@@ -82,6 +87,7 @@ impl AppState {
             .connect_lazy(&config.database_url)
             .context("a lazy PostgreSQL pool")?;
         let (_, current) = watch::channel(Arc::new(Snapshot::genesis(String::new())));
+        let countries_ttl = Duration::from_millis(config.countries_cache_ms);
         Ok(AppState::new(Shared {
             config: Arc::new(config),
             producer,
@@ -90,6 +96,8 @@ impl AppState {
             pool,
             current,
             sse_clients: Arc::new(AtomicUsize::new(0)),
+            sse_per_client: Default::default(),
+            countries: routes::states::Cached::new(countries_ttl),
             redis_up: Arc::new(AtomicBool::new(false)),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
@@ -100,7 +108,7 @@ impl AppState {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(routes::web::index))
         .route("/assets/app.js", get(routes::web::app))
         .route("/assets/pow-worker.js", get(routes::web::worker))
@@ -109,7 +117,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/challenge", get(routes::press::challenge))
         .route("/v1/countries", get(routes::states::countries))
         .route("/v1/states/current", get(routes::states::current))
-        .route("/v1/states/stream", get(routes::states::stream))
         .route("/health", get(routes::health::health))
         .route("/health/live", get(routes::health::live))
         .route("/health/ready", get(routes::health::ready))
@@ -120,7 +127,16 @@ pub fn app(state: AppState) -> Router {
                     s.metrics.render()
                 },
             ),
-        )
+        );
+    // `route_layer` covers the routes above only: the stream, added after,
+    // is meant to stay open.
+    if state.config.request_timeout_ms > 0 {
+        router = router.route_layer(timeout::RequestTimeoutLayer(Duration::from_millis(
+            state.config.request_timeout_ms,
+        )));
+    }
+    router
+        .route("/v1/states/stream", get(routes::states::stream))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -200,6 +216,7 @@ pub async fn serve(
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let geoip_db = config.geoip_db.clone();
+    let countries_ttl = Duration::from_millis(config.countries_cache_ms);
     let state = AppState::new(Shared {
         config: Arc::new(config),
         producer,
@@ -208,6 +225,8 @@ pub async fn serve(
         pool,
         current,
         sse_clients: Arc::new(AtomicUsize::new(0)),
+        sse_per_client: Default::default(),
+        countries: routes::states::Cached::new(countries_ttl),
         redis_up,
         metrics,
         shutdown: shutdown.clone(),

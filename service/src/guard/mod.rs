@@ -4,8 +4,9 @@
 //!
 //! The shared state lives in Redis so replicas agree; every check there is
 //! one atomic command or script. When Redis cannot be reached, rate limits
-//! fail open (presses still count, `service_guard_unavailable_total` says
-//! so), proof of work and idempotency fail closed (503): admitting a
+//! fail open by default (presses still count, `service_guard_unavailable_total`
+//! says so; `rate_limit_redis_down = "closed"` refuses them instead), proof
+//! of work and idempotency fail closed (503): admitting a
 //! replayed challenge or a second press for one key would break their
 //! promise, a missed rate limit only delays it.
 
@@ -14,7 +15,7 @@ pub mod identity;
 pub mod pow;
 pub mod ratelimit;
 
-use crate::config::Config;
+use crate::config::{Config, RedisDownPolicy};
 use identity::Identity;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub struct Guards {
     pub identity: Identity,
     pub pow: Option<pow::PowConfig>,
     pub rate: Option<ratelimit::RateConfig>,
+    pub rate_redis_down: RedisDownPolicy,
     pub idempotency_ttl: Duration,
     redis: Option<ConnectionManager>,
 }
@@ -87,6 +89,7 @@ impl Guards {
                 per_second: config.rate_limit_per_s,
                 burst: config.rate_limit_burst,
             }),
+            rate_redis_down: config.rate_limit_redis_down,
             idempotency_ttl: Duration::from_millis(config.idempotency_ttl_ms),
             redis: Some(redis),
         })

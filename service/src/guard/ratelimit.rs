@@ -4,6 +4,8 @@
 //! one per `1 / per_second` seconds.
 
 use super::{Guards, unavailable};
+use crate::config::RedisDownPolicy;
+use crate::error::ApiError;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
@@ -45,15 +47,15 @@ return {1, remaining, math.ceil(new_tat - now), 0}
 ";
 
 impl Guards {
-    /// `None` when rate limits are off or Redis is unreachable (fail open).
-    pub async fn check_rate(&self, client: &str) -> Option<Decision> {
-        let rate = self.rate?;
+    /// `None` when rate limits are off, or Redis is unreachable and the
+    /// policy is to fail open; an error when it is to fail closed.
+    pub async fn check_rate(&self, client: &str) -> Result<Option<Decision>, ApiError> {
+        let Some(rate) = self.rate else {
+            return Ok(None);
+        };
         let mut redis = match self.redis() {
             Ok(r) => r,
-            Err(e) => {
-                unavailable("rate_limit", &e);
-                return None;
-            }
+            Err(e) => return self.rate_unavailable(&e),
         };
         let interval_ms = 1000.0 / rate.per_second;
         let answer: Result<(i64, i64, i64, i64), _> = redis::Script::new(GCRA)
@@ -63,17 +65,22 @@ impl Guards {
             .invoke_async(&mut redis)
             .await;
         match answer {
-            Ok((allowed, remaining, reset_ms, retry_ms)) => Some(Decision {
+            Ok((allowed, remaining, reset_ms, retry_ms)) => Ok(Some(Decision {
                 allowed: allowed == 1,
                 limit: rate.burst,
                 remaining: remaining.max(0) as u32,
                 reset: Duration::from_millis(reset_ms.max(0) as u64),
                 retry_after: Duration::from_millis(retry_ms.max(0) as u64),
-            }),
-            Err(e) => {
-                unavailable("rate_limit", &e);
-                None
-            }
+            })),
+            Err(e) => self.rate_unavailable(&e),
+        }
+    }
+
+    fn rate_unavailable(&self, error: &redis::RedisError) -> Result<Option<Decision>, ApiError> {
+        unavailable("rate_limit", error);
+        match self.rate_redis_down {
+            RedisDownPolicy::Open => Ok(None),
+            RedisDownPolicy::Closed => Err(ApiError::GuardUnavailable("rate_limit")),
         }
     }
 }

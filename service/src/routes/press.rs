@@ -57,10 +57,12 @@ pub async fn press(
     let client = app.guards.identity.pseudonym(address);
     // Only the country leaves this function; the address does not.
     let country = app.geo.country(address);
-    let rate = app.guards.check_rate(&client).await;
-    let answer = match rate {
-        Some(decision) if !decision.allowed => Err(ApiError::RateLimited(decision)),
-        _ => accept(&app, &client, &country, &headers, body).await,
+    let (rate, answer) = match app.guards.check_rate(&client).await {
+        Err(e) => (None, Err(e)),
+        Ok(Some(decision)) if !decision.allowed => {
+            (Some(decision), Err(ApiError::RateLimited(decision)))
+        }
+        Ok(rate) => (rate, accept(&app, &client, &country, &headers, body).await),
     };
     let (outcome, status) = match &answer {
         Ok(_) => ("accepted", StatusCode::ACCEPTED),

@@ -2,28 +2,79 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::Json;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use button_domain::Snapshot;
 use futures::Stream;
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// `GET /v1/countries`: the ten countries with the most presses.
+/// `GET /v1/countries`: the ten countries with the most presses, from a
+/// copy at most `countries_cache_ms` old (one query per period, however
+/// many pages poll it).
 pub async fn countries(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let top = button_store::top_countries(&app.pool, 10)
-        .await
-        .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?;
-    let countries: Vec<serde_json::Value> = top
-        .into_iter()
-        .map(|(country, presses)| serde_json::json!({ "country": country, "presses": presses }))
-        .collect();
-    Ok(axum::Json(serde_json::json!({ "countries": countries })).into_response())
+    let body = app
+        .countries
+        .get_or_refresh(|| async {
+            let top = button_store::top_countries(&app.pool, 10)
+                .await
+                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?;
+            let countries: Vec<serde_json::Value> = top
+                .into_iter()
+                .map(|(country, presses)| {
+                    serde_json::json!({ "country": country, "presses": presses })
+                })
+                .collect();
+            Ok(Bytes::from(
+                serde_json::json!({ "countries": countries }).to_string(),
+            ))
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A value reloaded at most once per `ttl`. The lock is held across the
+/// reload, so requests arriving during one wait for its result rather than
+/// each reloading; a failed reload is not kept.
+pub struct Cached<T> {
+    ttl: Duration,
+    slot: tokio::sync::Mutex<Option<(Instant, T)>>,
+}
+
+impl<T: Clone> Cached<T> {
+    /// A zero `ttl` reloads on every call.
+    pub fn new(ttl: Duration) -> Cached<T> {
+        Cached {
+            ttl,
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub async fn get_or_refresh<E, F>(&self, load: impl FnOnce() -> F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        if self.ttl.is_zero() {
+            return load().await;
+        }
+        let mut slot = self.slot.lock().await;
+        if let Some((at, value)) = &*slot
+            && at.elapsed() < self.ttl
+        {
+            return Ok(value.clone());
+        }
+        let value = load().await?;
+        *slot = Some((Instant::now(), value.clone()));
+        Ok(value)
+    }
 }
 
 /// The newest state, from memory. `ETag` is the state id.
@@ -72,15 +123,83 @@ impl Drop for ClientSlot {
     }
 }
 
+/// Open streams per client pseudonym. Touched once when a stream opens and
+/// once when it closes, never per frame; a client with none has no entry.
+pub type StreamsPerClient = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Holds one of a client's capped SSE slots; frees it when the stream is
+/// dropped (the client left or the service is shutting down).
+pub struct PerClientSlot {
+    streams: StreamsPerClient,
+    client: String,
+}
+
+impl PerClientSlot {
+    pub fn acquire(streams: &StreamsPerClient, client: String, limit: usize) -> Option<Self> {
+        // A poisoned lock only means a panic elsewhere mid-update of a
+        // counter; the counts are still usable.
+        let mut map = streams.lock().unwrap_or_else(|e| e.into_inner());
+        let open = map.entry(client.clone()).or_insert(0);
+        if *open >= limit {
+            if *open == 0 {
+                map.remove(&client);
+            }
+            return None;
+        }
+        *open += 1;
+        Some(PerClientSlot {
+            streams: streams.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for PerClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = map.get_mut(&self.client) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Both slots a stream holds for as long as it is open.
+struct StreamSlots {
+    _global: ClientSlot,
+    _per_client: Option<PerClientSlot>,
+}
+
 /// Sends the current state at once (unless `Last-Event-ID` says the client
 /// has it), then every newer state; a slow client skips to the newest.
 pub async fn stream(
     State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    // The per-client cap first: one client filling it must not take slots
+    // of the global cap from everyone else, even for a moment.
+    let per_client = match app.config.sse_max_per_client {
+        0 => None,
+        limit => {
+            let client = app
+                .guards
+                .identity
+                .of(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+            Some(
+                PerClientSlot::acquire(&app.sse_per_client, client, limit)
+                    .ok_or(ApiError::TooManyStreams { limit })?,
+            )
+        }
+    };
     let limit = app.config.sse_max_clients;
-    let slot =
-        ClientSlot::acquire(&app.sse_clients, limit).ok_or(ApiError::TooManyClients { limit })?;
+    let slot = StreamSlots {
+        _global: ClientSlot::acquire(&app.sse_clients, limit)
+            .ok_or(ApiError::TooManyClients { limit })?,
+        _per_client: per_client,
+    };
     let mut last_sent = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -98,7 +217,7 @@ pub async fn stream(
 fn states(
     rx: crate::feed::Current,
     last_sent: Option<i64>,
-    slot: ClientSlot,
+    slot: StreamSlots,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
@@ -130,4 +249,57 @@ pub fn frame(snapshot: &Snapshot) -> Event {
         .event("state")
         .id(snapshot.id.to_string())
         .data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[tokio::test]
+    async fn a_cached_value_is_loaded_once_per_ttl_even_by_concurrent_callers() {
+        let cache = Arc::new(Cached::<u32>::new(Duration::from_millis(200)));
+        let loads = Arc::new(AtomicU32::new(0));
+        let get = |cache: Arc<Cached<u32>>, loads: Arc<AtomicU32>| async move {
+            cache
+                .get_or_refresh(|| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, ()>(loads.fetch_add(1, Ordering::SeqCst) + 1)
+                })
+                .await
+                .expect("loads")
+        };
+        let first = futures::future::join_all(
+            (0..16).map(|_| tokio::spawn(get(cache.clone(), loads.clone()))),
+        )
+        .await;
+        assert!(first.into_iter().all(|v| v.expect("task") == 1));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for 16 callers");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            get(cache.clone(), loads.clone()).await,
+            2,
+            "reloaded past the ttl"
+        );
+
+        // A failed load is not kept, and ttl 0 always loads.
+        let failing = Cached::<u32>::new(Duration::from_secs(60));
+        assert_eq!(
+            failing.get_or_refresh(|| async { Err("down") }).await,
+            Err("down")
+        );
+        assert_eq!(
+            failing.get_or_refresh(|| async { Ok::<_, &str>(7) }).await,
+            Ok(7)
+        );
+        let uncached = Cached::<u32>::new(Duration::ZERO);
+        assert_eq!(
+            uncached.get_or_refresh(|| async { Ok::<_, ()>(1) }).await,
+            Ok(1)
+        );
+        assert_eq!(
+            uncached.get_or_refresh(|| async { Ok::<_, ()>(2) }).await,
+            Ok(2)
+        );
+    }
 }
