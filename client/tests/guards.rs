@@ -1,12 +1,15 @@
 //! Proof of work, rate limits and Idempotency-Key on a running service,
 //! each raced by concurrent requests, and what each does with Redis down.
 
-use button_client::{Api, PressAnswer, init_test_logs};
+mod common;
+
+use button_client::{Accepted, Api, Ledger, PressAnswer, init_test_logs, wait_db_covers};
 use button_stack::{Component, Stack, StackConfig};
 use futures::future::join_all;
+use rdkafka::Message;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 
@@ -218,6 +221,110 @@ async fn a_retried_press_with_one_idempotency_key_is_produced_once() {
     );
     let plain = api.press_raw(&json!({}), &[]).await.expect("answer");
     assert_eq!(plain.status, 202, "presses without a key do not need Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_press_whose_first_attempt_was_cut_off_is_counted_once() {
+    init_test_logs();
+    // The produce deadline is far past the request deadline: the request
+    // deadline cuts the first attempt off while its record is queued.
+    let mut service_env = button_stack::env(&[
+        ("BUTTON_PRODUCE_TIMEOUT_MS", "15000"),
+        ("BUTTON_REQUEST_TIMEOUT_MS", "1000"),
+    ]);
+    service_env.insert("BUTTON_SECRET".into(), SECRET.into());
+    let mut stack = Stack::start(StackConfig {
+        service_env,
+        ..StackConfig::default()
+    })
+    .await
+    .expect("stack starts");
+    let api = Api::new(stack.service_url(0));
+    let database_url = stack.database_url();
+    let covered = |accepted: &Accepted| {
+        let mut ledger = Ledger::default();
+        ledger.record(accepted);
+        let database_url = database_url.clone();
+        async move {
+            wait_db_covers(&database_url, &ledger, Duration::from_secs(60))
+                .await
+                .expect("the reducer applies the press")
+        }
+    };
+    let before = api.press().await.expect("a press before the freeze");
+    let start = covered(&before).await.counter;
+
+    // SIGSTOP: the producer keeps the record queued, waiting for an ack.
+    let key = [("idempotency-key", "unknown-outcome-1")];
+    stack.pause(Component::Broker).expect("SIGSTOP broker");
+    let first = api.press_raw(&json!({}), &key).await.expect("answer");
+    stack.resume(Component::Broker).expect("SIGCONT broker");
+    assert_eq!(
+        (first.status, first.code()),
+        (503, Some("request_timeout")),
+        "{}",
+        first.body
+    );
+
+    // The client retries with the same key. The cut-off attempt released
+    // its reservation, so the retry neither waits for it to expire nor
+    // gets 409; it produces again, with the same request id.
+    let cut_off = Instant::now();
+    let retry = loop {
+        let answer = api.press_raw(&json!({}), &key).await.expect("answer");
+        if answer.status == 202 {
+            break answer;
+        }
+        assert!(
+            cut_off.elapsed() < Duration::from_secs(10),
+            "no 202 within 10 s of the cut-off: {} {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(retry.header("idempotent-replayed"), None, "it produced");
+    let retry: Accepted = serde_json::from_value(retry.body).expect("202 body");
+    let again = api.press_raw(&json!({}), &key).await.expect("answer");
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (202, Some("true")),
+        "later retries replay the answer"
+    );
+
+    // Counted once: through the retry's record, and after a later press.
+    assert_eq!(
+        covered(&retry).await.counter,
+        start + 1,
+        "the cut-off attempt and its retry count once"
+    );
+    let after = api.press().await.expect("a press after");
+    assert_eq!(covered(&after).await.counter, start + 2, "and only once");
+
+    // The queued first attempt reached the topic too (one partition, the
+    // same key, so before the retry's record): the id is there twice.
+    let consumer = common::topic_reader(&stack.brokers(), "press_button", 0);
+    let retry_offset = retry.offset.expect("offset");
+    let mut copies = 0;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .expect("the topic is read back")
+            .expect("message");
+        let record: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("payload")).expect("JSON");
+        if record["request_id"] == retry.request_id.as_str() {
+            copies += 1;
+        }
+        if m.offset() >= retry_offset {
+            break;
+        }
+    }
+    assert!(
+        copies >= 2,
+        "the cut-off attempt was delivered, then the retry: {copies} cop(y/ies) of {}",
+        retry.request_id
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

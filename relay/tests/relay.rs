@@ -675,6 +675,25 @@ async fn sent_rows_are_pruned_after_their_retention() {
     );
 }
 
+/// A keyed press retried after an unknown outcome stores the same request
+/// id again: the outbox keeps the first row, and the press counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_stored_twice_is_one_row_counted_once() {
+    init_test_logs();
+    let stack = stack(1, &[]).await;
+    let pool = pool(&stack).await;
+    let first = insert(&pool, "retried").await;
+    let again = insert(&pool, "retried").await;
+    assert_eq!(first, again, "the retry gets the first row's id");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE request_id = 'retried'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+    let settled = settle(&stack, &pool).await;
+    assert_eq!(settled.newest.counter, 1);
+}
+
 /// The broker frozen (SIGSTOP) for longer than a row's whole backoff
 /// schedule: batches fail and are rolled back without counting against
 /// their rows, so once the broker is back every row is sent and counted and

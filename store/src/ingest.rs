@@ -74,15 +74,26 @@ pub async fn presses_between(pool: &PgPool, after: i64, through: i64) -> Result<
     )
 }
 
-/// `outbox`: stores a press for the relay and returns its row id.
+/// `outbox`: stores a press for the relay and returns its row id; a
+/// request id already there (a keyed retry) returns the first row's id.
 pub async fn insert_outbox(pool: &PgPool, request_id: &str, payload: &[u8]) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("INSERT INTO outbox (request_id, payload) VALUES ($1, $2) RETURNING id")
-            .bind(request_id)
-            .bind(payload)
-            .fetch_one(pool)
-            .await?,
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO outbox (request_id, payload) VALUES ($1, $2)
+         ON CONFLICT (request_id) DO NOTHING RETURNING id",
     )
+    .bind(request_id)
+    .bind(payload)
+    .fetch_optional(pool)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => Ok(
+            sqlx::query_scalar("SELECT id FROM outbox WHERE request_id = $1")
+                .bind(request_id)
+                .fetch_one(pool)
+                .await?,
+        ),
+    }
 }
 
 /// A pending outbox row, claimed by one relay until its transaction ends.

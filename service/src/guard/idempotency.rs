@@ -3,7 +3,26 @@
 //! request reserves the key with one `SET NX`; it stores its answer there
 //! once the broker acknowledged, or removes the reservation if the press
 //! failed, so a retry may try again. A request that finds the reservation
-//! waits for the answer, at most the produce deadline.
+//! waits for the answer, at most the produce deadline. A request dropped
+//! before it finished (cut off by `request_timeout_ms`, or its client gone)
+//! releases its reservation on the way out ([`Held`]), so a retry need not
+//! wait for the reservation to expire.
+//!
+//! A failed or cut-off first attempt does not mean its press was not
+//! stored: a produce whose ack never came may still be delivered by the
+//! producer later (and an insert past its deadline may still commit). So
+//! a press with a key never gets a random request id: its id is derived
+//! from (client pseudonym, key) with the service secret
+//! ([`super::identity::Identity::request_id`]), and every attempt carries
+//! the same one. What absorbs the second copy is downstream: the reducer
+//! drops a request id it applied within its last `dedupe_window`
+//! (`BUTTON_DEDUPE_WINDOW`, default 100000 ids; ingest `kafka` and
+//! `outbox`), and `presses.request_id` is unique (ingest `direct`: the
+//! retry is answered with the first row's id). So with a key, a press is
+//! counted at most once even when its first attempt's outcome was unknown,
+//! as long as the retry comes within that window. The id is stable across
+//! replicas and restarts only with `BUTTON_SECRET` set (as the client
+//! pseudonym is).
 
 use super::{Guards, unavailable};
 use crate::error::ApiError;
@@ -16,9 +35,50 @@ const MAX_KEY_LEN: usize = 255;
 /// What the reservation found.
 pub enum Reservation {
     /// This request goes ahead; finish it with [`Guards::idempotency_done`].
-    Reserved(String),
+    Reserved(Held),
     /// The first request's answer, as it was sent.
     Replay(String),
+}
+
+/// A reservation this request holds. Dropped without
+/// [`Guards::idempotency_done`] having finished (the handler cancelled),
+/// it releases the key in the background, if it is still pending: an
+/// answer stored meanwhile stays.
+pub struct Held {
+    slot: String,
+    redis: Option<ConnectionManager>,
+}
+
+/// Deletes the key only while it holds the reservation, never an answer.
+const RELEASE_PENDING: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) else return 0 end";
+
+async fn release_pending(redis: &mut ConnectionManager, slot: &str) -> redis::RedisResult<()> {
+    redis::cmd("EVAL")
+        .arg(RELEASE_PENDING)
+        .arg(1)
+        .arg(slot)
+        .arg(PENDING)
+        .query_async(redis)
+        .await
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(mut redis) = self.redis.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slot = std::mem::take(&mut self.slot);
+        runtime.spawn(async move {
+            if let Err(e) = release_pending(&mut redis, &slot).await {
+                // The reservation then expires on its own.
+                unavailable("idempotency", &e);
+            }
+        });
+    }
 }
 
 pub fn validate_key(key: &[u8]) -> Result<&str, ApiError> {
@@ -64,7 +124,10 @@ impl Guards {
             .await
             .map_err(|e| unreachable_redis(&e))?;
         if reserved.is_some() {
-            return Ok(Reservation::Reserved(slot));
+            return Ok(Reservation::Reserved(Held {
+                slot,
+                redis: Some(redis),
+            }));
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -87,10 +150,11 @@ impl Guards {
     }
 
     /// Stores the answer (`Some`) or releases the key (`None`).
-    pub async fn idempotency_done(&self, slot: &str, answer: Option<&str>) {
-        let Ok(mut redis) = self.idempotency_redis() else {
+    pub async fn idempotency_done(&self, mut held: Held, answer: Option<&str>) {
+        let Some(mut redis) = held.redis.clone() else {
             return;
         };
+        let slot = held.slot.as_str();
         let result: Result<(), _> = match answer {
             Some(answer) => {
                 redis::cmd("SET")
@@ -102,8 +166,10 @@ impl Guards {
                     .query_async(&mut redis)
                     .await
             }
-            None => redis::cmd("DEL").arg(slot).query_async(&mut redis).await,
+            None => release_pending(&mut redis, slot).await,
         };
+        // Finished: nothing left for the drop to release.
+        held.redis = None;
         if let Err(e) = result {
             // The answer was sent; a retry within the pending window waits
             // and then gets 409, after it produces again (logged here).

@@ -1,6 +1,8 @@
 //! The client's pseudonymous id: a keyed hash of its address, so the raw
 //! address never reaches the topic, the database or the logs, and a
 //! pseudonym cannot be turned back into an address without the secret.
+//! The same keyed hash names a press sent with an `Idempotency-Key`
+//! ([`Identity::request_id`]), so every attempt of it carries one id.
 
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
@@ -10,6 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Clone)]
 pub struct Identity {
     key: Vec<u8>,
+    /// Keys [`Identity::request_id`]: its own, so request ids say nothing
+    /// about pseudonyms.
+    request_key: Vec<u8>,
     trust_forwarded_for: bool,
 }
 
@@ -27,8 +32,12 @@ impl Identity {
         // signatures made with the same secret.
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(b"button/identity/v1");
+        let key = mac.finalize().into_bytes().to_vec();
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+        mac.update(b"button/request-id/v1");
         Identity {
-            key: mac.finalize().into_bytes().to_vec(),
+            key,
+            request_key: mac.finalize().into_bytes().to_vec(),
             trust_forwarded_for,
         }
     }
@@ -78,6 +87,26 @@ impl Identity {
         format!("c-{}", hex::encode(&digest[..8]))
     }
 
+    /// The request id of a press `client` sends with Idempotency-Key
+    /// `key`: the same for every attempt (and every replica sharing the
+    /// secret), different for another client or key. A UUID in form (the
+    /// first 16 bytes of a keyed SHA-256, marked version 8, RFC 9562), so
+    /// it reads like the random ids of presses without a key.
+    pub fn request_id(&self, client: &str, key: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.request_key).expect("HMAC takes any key length");
+        // Length-prefixed, so no (client, key) pair reads as another.
+        mac.update(&(client.len() as u64).to_be_bytes());
+        mac.update(client.as_bytes());
+        mac.update(key.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+
     pub fn of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
         self.pseudonym(self.address(peer, headers))
     }
@@ -102,6 +131,28 @@ mod tests {
         assert_ne!(p, a.pseudonym(ip("203.0.113.78")));
         assert!(p.starts_with("c-") && p.len() == 18, "{p}");
         assert!(!p.contains("203") || !p.contains("113"));
+    }
+
+    #[test]
+    fn request_ids_are_stable_per_client_and_key_and_keyed() {
+        let a = Identity::new(b"0123456789abcdef", false);
+        let b = Identity::new(b"fedcba9876543210", false);
+        let id = a.request_id("c-0011223344556677", "order-42");
+        assert_eq!(id, a.request_id("c-0011223344556677", "order-42"), "stable");
+        assert_eq!(
+            id,
+            Identity::new(b"0123456789abcdef", true).request_id("c-0011223344556677", "order-42"),
+            "every replica with the secret agrees"
+        );
+        assert_ne!(id, a.request_id("c-8899aabbccddeeff", "order-42"), "client");
+        assert_ne!(id, a.request_id("c-0011223344556677", "order-43"), "key");
+        assert_ne!(id, b.request_id("c-0011223344556677", "order-42"), "keyed");
+        // No pair reads as another by moving the boundary.
+        assert_ne!(a.request_id("ab", "c"), a.request_id("a", "bc"));
+        let parsed = uuid::Uuid::parse_str(&id).expect("UUID-shaped");
+        assert_eq!(parsed.to_string(), id);
+        assert_eq!(parsed.get_version_num(), 8);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
     }
 
     #[test]

@@ -121,38 +121,46 @@ async fn accept(
                 metrics::counter!("service_idempotent_replays_total").increment(1);
                 return Ok(Answer::Replay(json));
             }
-            Reservation::Reserved(slot) => Some(slot),
+            Reservation::Reserved(held) => Some(held),
         },
     };
-    let produced = produce(app, client, country, request.pow.as_ref()).await;
-    if let Some(slot) = &slot {
+    // With a key, every attempt of this press carries one request id: an
+    // attempt whose outcome was unknown (no ack in time, or cut off by the
+    // request deadline) may still be stored, and its retry must then be
+    // the same record, which the reducer (or `presses`) drops.
+    let request_id = match &idempotency_key {
+        Some(key) => app.guards.identity.request_id(client, key),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let produced = produce(app, &request_id, client, country, request.pow.as_ref()).await;
+    if let Some(held) = slot {
         let json = produced
             .as_ref()
             .ok()
             .and_then(|a| serde_json::to_string(a).ok());
-        app.guards.idempotency_done(slot, json.as_deref()).await;
+        app.guards.idempotency_done(held, json.as_deref()).await;
     }
     produced.map(Answer::Fresh)
 }
 
 async fn produce(
     app: &AppState,
+    request_id: &str,
     client: &str,
     country: &str,
     pow: Option<&Challenge>,
 ) -> Result<PressAccepted, ApiError> {
     app.guards.check_pow(pow, client, now_ms()).await?;
-    let request_id = uuid::Uuid::new_v4().to_string();
     let accepted_at_ms = now_ms();
-    let record = PressRecord::new(request_id.clone(), client.to_owned(), accepted_at_ms)
+    let record = PressRecord::new(request_id.to_owned(), client.to_owned(), accepted_at_ms)
         .with_country(country.to_owned());
-    let stored = app.producer.send(&request_id, &record.encode()).await?;
+    let stored = app.producer.send(request_id, &record.encode()).await?;
     let (partition, offset, outbox_id) = match stored {
         Stored::Log { partition, offset } => (Some(partition), Some(offset), None),
         Stored::Outbox { id } => (None, None, Some(id)),
     };
     Ok(PressAccepted {
-        request_id,
+        request_id: request_id.to_owned(),
         partition,
         offset,
         outbox_id,
