@@ -11,22 +11,38 @@ pub const PRESSES_CHANNEL: &str = "presses";
 /// `direct`: stores a press and returns its row id. A request id stored
 /// before returns the first row's id, so a retried insert is idempotent.
 pub async fn insert_press(pool: &PgPool, request_id: &str, payload: &[u8]) -> Result<i64> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO presses (request_id, payload) VALUES ($1, $2)
-         ON CONFLICT (request_id) DO NOTHING RETURNING id",
+    insert_once(
+        pool,
+        [
+            "INSERT INTO presses (request_id, payload) VALUES ($1, $2)
+             ON CONFLICT (request_id) DO NOTHING RETURNING id",
+            "SELECT id FROM presses WHERE request_id = $1",
+        ],
+        request_id,
+        payload,
     )
-    .bind(request_id)
-    .bind(payload)
-    .fetch_optional(pool)
-    .await?;
+    .await
+}
+
+/// Inserts a row unless its request id is there, and returns the row's id
+/// either way: `[insert … ON CONFLICT DO NOTHING RETURNING id, select id]`.
+async fn insert_once(
+    pool: &PgPool,
+    [insert, select]: [&'static str; 2],
+    request_id: &str,
+    payload: &[u8],
+) -> Result<i64> {
+    let inserted: Option<i64> = sqlx::query_scalar(insert)
+        .bind(request_id)
+        .bind(payload)
+        .fetch_optional(pool)
+        .await?;
     match inserted {
         Some(id) => Ok(id),
-        None => Ok(
-            sqlx::query_scalar("SELECT id FROM presses WHERE request_id = $1")
-                .bind(request_id)
-                .fetch_one(pool)
-                .await?,
-        ),
+        None => Ok(sqlx::query_scalar(select)
+            .bind(request_id)
+            .fetch_one(pool)
+            .await?),
     }
 }
 
@@ -77,23 +93,17 @@ pub async fn presses_between(pool: &PgPool, after: i64, through: i64) -> Result<
 /// `outbox`: stores a press for the relay and returns its row id; a
 /// request id already there (a keyed retry) returns the first row's id.
 pub async fn insert_outbox(pool: &PgPool, request_id: &str, payload: &[u8]) -> Result<i64> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO outbox (request_id, payload) VALUES ($1, $2)
-         ON CONFLICT (request_id) DO NOTHING RETURNING id",
+    insert_once(
+        pool,
+        [
+            "INSERT INTO outbox (request_id, payload) VALUES ($1, $2)
+             ON CONFLICT (request_id) DO NOTHING RETURNING id",
+            "SELECT id FROM outbox WHERE request_id = $1",
+        ],
+        request_id,
+        payload,
     )
-    .bind(request_id)
-    .bind(payload)
-    .fetch_optional(pool)
-    .await?;
-    match inserted {
-        Some(id) => Ok(id),
-        None => Ok(
-            sqlx::query_scalar("SELECT id FROM outbox WHERE request_id = $1")
-                .bind(request_id)
-                .fetch_one(pool)
-                .await?,
-        ),
-    }
+    .await
 }
 
 /// A pending outbox row, claimed by one relay until its transaction ends.
