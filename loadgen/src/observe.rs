@@ -7,7 +7,16 @@ use button_domain::Snapshot;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What an untracked listener reads of a frame: serde skips the rest
+/// without building it, which keeps ten thousand listeners cheap.
+#[derive(serde::Deserialize)]
+struct Stamp {
+    id: i64,
+    committed_at_ms: i64,
+}
 
 /// Opens `count` listeners spread over the service instances.
 pub fn spawn_listeners(
@@ -16,25 +25,53 @@ pub fn spawn_listeners(
     recorder: &Arc<Recorder>,
     stop: &button_infra::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..count.max(1))
+    // One client for all: each stream still holds its own connection (an
+    // HTTP/1.1 response cannot share one), but not its own pool and
+    // resolver.
+    let client = reqwest::Client::new();
+    let mut tasks: Vec<_> = (0..count.max(1))
         .map(|i| {
             let url = format!("{}/v1/states/stream", service_urls[i % service_urls.len()]);
-            tokio::spawn(listen(url, i == 0, recorder.clone(), stop.clone()))
+            tokio::spawn(listen(
+                client.clone(),
+                url,
+                i == 0,
+                recorder.clone(),
+                stop.clone(),
+            ))
         })
-        .collect()
+        .collect();
+    tasks.push(tokio::spawn(watch_lateness(recorder.clone(), stop.clone())));
+    tasks
+}
+
+/// Measures how late this runtime wakes a timer: the time a frame waits
+/// for its listener to run is in every fan-out figure, and this says how
+/// much of it that is.
+async fn watch_lateness(recorder: Arc<Recorder>, stop: button_infra::CancellationToken) {
+    const PERIOD: Duration = Duration::from_millis(10);
+    loop {
+        let due = tokio::time::Instant::now() + PERIOD;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        recorder
+            .observer_lag
+            .record(tokio::time::Instant::now().saturating_duration_since(due));
+    }
 }
 
 /// One SSE connection; reconnects (with `Last-Event-ID`) if it drops.
 async fn listen(
+    client: reqwest::Client,
     url: String,
     tracking: bool,
     recorder: Arc<Recorder>,
     stop: button_infra::CancellationToken,
 ) {
-    let Ok(client) = reqwest::Client::builder().build() else {
-        return;
-    };
     let mut last_id: Option<i64> = None;
+    let mut ever_connected = false;
     while !stop.is_cancelled() {
         let mut request = client.get(&url).header("accept", "text/event-stream");
         if let Some(id) = last_id {
@@ -59,23 +96,36 @@ async fn listen(
             if event.event != "state" {
                 continue;
             }
-            let Ok(snapshot) = serde_json::from_str::<Snapshot>(&event.data) else {
-                continue;
+            let stamp = if tracking {
+                let Ok(snapshot) = serde_json::from_str::<Snapshot>(&event.data) else {
+                    continue;
+                };
+                recorder.on_tracked_state(&snapshot);
+                Stamp {
+                    id: snapshot.id,
+                    committed_at_ms: snapshot.committed_at_ms,
+                }
+            } else {
+                let Ok(stamp) = serde_json::from_str::<Stamp>(&event.data) else {
+                    continue;
+                };
+                stamp
             };
-            last_id = Some(snapshot.id);
+            last_id = Some(stamp.id);
             // The first frame is the state at connect time, not a fresh commit.
-            if !first && snapshot.committed_at_ms > 0 {
+            if !first && stamp.committed_at_ms > 0 {
                 let now_ms = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
                 recorder.on_fanout(Duration::from_millis(
-                    (now_ms - snapshot.committed_at_ms).max(0) as u64,
+                    (now_ms - stamp.committed_at_ms).max(0) as u64,
                 ));
             }
-            first = false;
-            if tracking {
-                recorder.on_tracked_state(&snapshot);
+            if first && !ever_connected {
+                ever_connected = true;
+                recorder.listeners_connected.fetch_add(1, Ordering::Relaxed);
             }
+            first = false;
         }
     }
 }

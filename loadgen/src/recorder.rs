@@ -132,6 +132,10 @@ pub struct Recorder {
     pub press: Series,
     pub press_to_sse: Series,
     pub fanout: Series,
+    /// Lateness of a timer on the listeners' runtime (see `observe`).
+    pub observer_lag: Series,
+    /// Listeners that have had their first frame.
+    pub listeners_connected: AtomicU64,
     pub schedule_lag: Series,
     pub sent: AtomicU64,
     pub accepted: AtomicU64,
@@ -170,6 +174,8 @@ impl Recorder {
             press: Series::new("press"),
             press_to_sse: Series::new("press_to_sse"),
             fanout: Series::new("fanout"),
+            observer_lag: Series::new("observer_lag"),
+            listeners_connected: AtomicU64::new(0),
             schedule_lag: Series::new("schedule_lag"),
             sent: AtomicU64::new(0),
             accepted: AtomicU64::new(0),

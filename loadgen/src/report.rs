@@ -170,8 +170,12 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
         ("press to SSE", &s.press_to_sse),
         ("commit to client (whole run)", &s.fanout),
         ("send start behind schedule", &s.schedule_lag),
+        ("listeners' timer lateness", &s.observer_lag),
     ] {
         writeln!(md, "{}", latency_row(name, p))?;
+    }
+    if let Some(m) = &s.clients_memory {
+        writeln!(md, "\nLive clients: {}.", m.text())?;
     }
     if !s.cost_us_per_press.is_empty() {
         writeln!(
@@ -318,6 +322,10 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
     row("press to SSE", &s.press_to_sse);
     row("commit to client", &s.fanout);
     row("send behind plan", &s.schedule_lag);
+    row("listener lateness", &s.observer_lag);
+    if let Some(m) = &s.clients_memory {
+        println!("  live clients:  {}", m.text());
+    }
     if !s.cost_us_per_press.is_empty() {
         println!("  CPU-µs per press:  {}", cost_text(s));
     }

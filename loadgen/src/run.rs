@@ -48,8 +48,27 @@ pub struct RunOutcome {
     pub summary: Summary,
 }
 
-/// How long the listeners get to connect before the first press is due.
+/// How long the listeners get to connect before the first press is due:
+/// this, and [`HEAD_START_PER_LISTENER`] for each. The summary says how
+/// many had their first frame when the load began.
 const LISTENERS_HEAD_START: Duration = Duration::from_millis(300);
+const HEAD_START_PER_LISTENER: Duration = Duration::from_millis(1);
+
+/// Memory of every service process: PSS when readable, else RSS.
+fn service_memory(driver: &Driver) -> (BTreeMap<String, u64>, &'static str) {
+    let mut pss = true;
+    let memory: BTreeMap<String, u64> = driver
+        .pids()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("service"))
+        .filter_map(|(name, pid)| {
+            let u = crate::sample::process_usage(pid)?;
+            pss &= u.pss_kib.is_some();
+            Some((name, u.pss_kib.unwrap_or(u.rss_kib)))
+        })
+        .collect();
+    (memory, if pss { "pss" } else { "rss" })
+}
 
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let started_wall = SystemTime::now();
@@ -89,9 +108,12 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
 
     // 2. schedule
     let plan = Plan::of(scenario);
-    let recorder = Arc::new(Recorder::new(plan, Instant::now() + LISTENERS_HEAD_START));
+    let head_start = LISTENERS_HEAD_START + HEAD_START_PER_LISTENER * scenario.sse.listeners as u32;
+    let recorder = Arc::new(Recorder::new(plan, Instant::now() + head_start));
     // Interval logs count from the start of the load.
-    let load_wall = SystemTime::now() + LISTENERS_HEAD_START;
+    let load_wall = SystemTime::now() + head_start;
+    let (memory_before, memory_measure) = service_memory(&driver);
+    let listeners_started = Instant::now();
 
     // 3. load, observed
     let listeners_stop = button_infra::CancellationToken::new();
@@ -136,8 +158,42 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         scenario.load.max_in_flight,
         scenario.load.threads,
     )?;
+    // Every listener connected (or the load is due): the service's memory
+    // now is the clients' cost at rest.
+    while recorder.listeners_connected.load(Ordering::Relaxed) < scenario.sse.listeners as u64
+        && Instant::now() < recorder.start
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connected = recorder.listeners_connected.load(Ordering::Relaxed);
+    let connect_s = listeners_started.elapsed().as_secs_f64();
+    let (memory_connected, _) = service_memory(&driver);
     crate::load::run(recorder.clone(), target).await?;
     let load_elapsed = recorder.start.elapsed();
+    let (memory_end, _) = service_memory(&driver);
+    let clients_memory = (scenario.sse.listeners >= summary::CLIENTS_MEMORY_MIN).then(|| {
+        let processes = memory_before
+            .iter()
+            .map(|(name, &before_kib)| {
+                let at = |m: &BTreeMap<String, u64>| m.get(name).copied().unwrap_or(before_kib);
+                (
+                    name.clone(),
+                    summary::MemoryMarks {
+                        before_kib,
+                        connected_kib: at(&memory_connected),
+                        end_kib: at(&memory_end),
+                    },
+                )
+            })
+            .collect();
+        summary::ClientsMemory::new(
+            scenario.sse.listeners,
+            connected,
+            connect_s,
+            memory_measure,
+            processes,
+        )
+    });
     for task in fault_tasks {
         let _ = task.await;
     }
@@ -192,6 +248,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         &build,
     );
     summary.profiles = profiles;
+    summary.clients_memory = clients_memory;
 
     // 6. store
     let meta = crate::meta::collect(
@@ -584,6 +641,8 @@ fn summarise(
         press_latency: of_phases(|p| &p.press),
         press_to_sse: of_phases(|p| &p.press_to_sse),
         fanout: Percentiles::of(&recorder.fanout.total()),
+        clients_memory: None,
+        observer_lag: Percentiles::of(&recorder.observer_lag.total()),
         schedule_lag: of_phases(|p| &p.schedule_lag),
         cost_us_per_press: summary::cost_per_press(rows, &windows),
         knee_per_s: None,
@@ -601,6 +660,14 @@ fn summarise(
         asserts: Vec::new(),
         passed: false,
     };
+    if s.observer_lag.p99_ms > scenario.validity.max_observer_lag_p99_ms {
+        let mut reasons = std::mem::take(&mut s.validity.reasons);
+        reasons.push(format!(
+            "listeners fell behind: their runtime ran {:.1} ms late at p99 (limit {} ms)",
+            s.observer_lag.p99_ms, scenario.validity.max_observer_lag_p99_ms
+        ));
+        s.validity = summary::Validity::of(reasons);
+    }
     s.knee_per_s = summary::knee(scenario, &s.phases);
     s.press_path = summary::press_path(&s.phases, &client_text(scenario));
     s.asserts = summary::check_asserts(scenario, &s);

@@ -133,6 +133,10 @@ pub struct ValidityLimits {
     /// Mean CPU of processes outside the stack and the load generator,
     /// % of the machine.
     pub max_foreign_pct: f64,
+    /// How late the load generator's listeners may run (p99 of a 10 ms
+    /// timer's lateness, ms): past it, commit-to-client latency is partly
+    /// the generator's own queueing.
+    pub max_observer_lag_p99_ms: f64,
 }
 
 impl Default for ValidityLimits {
@@ -143,6 +147,7 @@ impl Default for ValidityLimits {
             max_generator_cpu_pct: 90.0,
             max_steal_pct: 5.0,
             max_foreign_pct: 5.0,
+            max_observer_lag_p99_ms: 10.0,
         }
     }
 }

@@ -203,6 +203,14 @@ pub struct Summary {
     pub press_latency: Percentiles,
     pub press_to_sse: Percentiles,
     pub fanout: Percentiles,
+    /// What the live clients cost the service processes in memory (runs
+    /// with at least [`CLIENTS_MEMORY_MIN`] listeners).
+    #[serde(default)]
+    pub clients_memory: Option<ClientsMemory>,
+    /// How late the listeners' runtime woke a 10 ms timer: when the load
+    /// generator's own clients queue, fan-out latency is partly theirs.
+    #[serde(default)]
+    pub observer_lag: Percentiles,
     #[serde(default)]
     pub schedule_lag: Percentiles,
     pub phases: Vec<PhaseSummary>,
@@ -286,6 +294,94 @@ pub fn phase_machine(
             .filter_map(|r| r.machine.map(|m| m.foreign_pct)),
     );
     (cpu, steal, foreign)
+}
+
+/// Fewer listeners than this and their memory is lost in the noise of the
+/// service's own allocations: not reported.
+pub const CLIENTS_MEMORY_MIN: usize = 100;
+
+/// Memory of one service process at the three marks, KiB: PSS where the
+/// kernel gives it (shared pages divided among the processes mapping
+/// them), else RSS.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryMarks {
+    pub before_kib: u64,
+    pub connected_kib: u64,
+    pub end_kib: u64,
+}
+
+/// The service's memory against the number of live clients.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClientsMemory {
+    pub listeners: usize,
+    /// Listeners that had their first frame when the load started.
+    pub connected: u64,
+    /// From the first listener's start until every one had a frame (or
+    /// the load started).
+    pub connect_s: f64,
+    /// `pss` or `rss`: what the marks measure.
+    pub measure: String,
+    /// Per service process ("service", "service-1", ...).
+    pub processes: BTreeMap<String, MemoryMarks>,
+    /// Growth from before the listeners to all connected, summed over the
+    /// service processes, per connected listener: an idle client's cost.
+    pub per_client_kib: Option<f64>,
+    /// Growth from before the listeners to the end of the load, per
+    /// connected listener: a client's cost with states flowing (buffers).
+    pub per_client_loaded_kib: Option<f64>,
+}
+
+impl ClientsMemory {
+    pub fn new(
+        listeners: usize,
+        connected: u64,
+        connect_s: f64,
+        measure: &str,
+        processes: BTreeMap<String, MemoryMarks>,
+    ) -> ClientsMemory {
+        let total = |f: fn(&MemoryMarks) -> u64| processes.values().map(f).sum::<u64>() as f64;
+        let before = total(|m| m.before_kib);
+        let per = |after: f64| (connected > 0).then(|| (after - before) / connected as f64);
+        ClientsMemory {
+            listeners,
+            connected,
+            connect_s,
+            measure: measure.to_owned(),
+            per_client_kib: per(total(|m| m.connected_kib)),
+            per_client_loaded_kib: per(total(|m| m.end_kib)),
+            processes,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let kib = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.1} KiB"));
+        let per_process: Vec<String> = self
+            .processes
+            .iter()
+            .map(|(name, m)| {
+                format!(
+                    "{name} {} → {} → {} MiB",
+                    mib(m.before_kib),
+                    mib(m.connected_kib),
+                    mib(m.end_kib)
+                )
+            })
+            .collect();
+        format!(
+            "{} of {} listeners connected in {:.1} s; service {} per client {} idle, {} at the end of the load ({})",
+            self.connected,
+            self.listeners,
+            self.connect_s,
+            self.measure.to_uppercase(),
+            kib(self.per_client_kib),
+            kib(self.per_client_loaded_kib),
+            per_process.join(", ")
+        )
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
 }
 
 /// Why a phase's figures may not be the stack's. `optimised` is false for
@@ -569,6 +665,33 @@ pub fn fault_impact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_cost_is_the_growth_of_every_service_process_over_the_connected_clients() {
+        let marks = |before_kib, connected_kib, end_kib| MemoryMarks {
+            before_kib,
+            connected_kib,
+            end_kib,
+        };
+        let m = ClientsMemory::new(
+            1_000,
+            800,
+            1.5,
+            "pss",
+            BTreeMap::from([
+                ("service".to_owned(), marks(10_000, 14_000, 20_000)),
+                ("service-1".to_owned(), marks(10_000, 14_000, 16_000)),
+            ]),
+        );
+        assert_eq!(m.per_client_kib, Some(10.0), "8,000 KiB over 800 clients");
+        assert_eq!(m.per_client_loaded_kib, Some(20.0));
+        assert!(m.text().contains("800 of 1000 listeners"), "{}", m.text());
+        let none = ClientsMemory::new(100, 0, 5.0, "rss", BTreeMap::new());
+        assert_eq!(
+            none.per_client_kib, None,
+            "no client connected: no cost to divide"
+        );
+    }
     use crate::sample::{MachineSample, ProcessSample};
 
     fn scenario(extra: &str) -> Scenario {
@@ -847,6 +970,8 @@ mod tests {
             },
             press_to_sse: Percentiles::default(),
             fanout: Percentiles::default(),
+            clients_memory: None,
+            observer_lag: Percentiles::default(),
             schedule_lag: Percentiles::default(),
             phases: vec![],
             cost_us_per_press: BTreeMap::new(),

@@ -70,6 +70,8 @@ pub struct Shared {
     pub current: feed::Current,
     pub sse_clients: Arc<AtomicUsize>,
     pub sse_per_client: routes::states::StreamsPerClient,
+    /// The newest state rendered once for every stream.
+    pub frames: Arc<routes::states::Frames>,
     /// `/v1/countries`'s JSON body.
     pub countries: routes::states::Cached<axum::body::Bytes>,
     pub redis_up: Arc<AtomicBool>,
@@ -97,6 +99,7 @@ impl AppState {
             current,
             sse_clients: Arc::new(AtomicUsize::new(0)),
             sse_per_client: Default::default(),
+            frames: Default::default(),
             countries: routes::states::Cached::new(countries_ttl),
             redis_up: Arc::new(AtomicBool::new(false)),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -226,6 +229,7 @@ pub async fn serve(
         current,
         sse_clients: Arc::new(AtomicUsize::new(0)),
         sse_per_client: Default::default(),
+        frames: Default::default(),
         countries: routes::states::Cached::new(countries_ttl),
         redis_up,
         metrics,

@@ -5,7 +5,6 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use button_domain::Snapshot;
@@ -210,29 +209,55 @@ pub async fn stream(
         last_sent = None;
     }
     let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
-    Ok(Sse::new(states(rx, last_sent, slot, app.shutdown.clone()))
-        .keep_alive(KeepAlive::new().interval(keepalive)))
+    let body = axum::body::Body::from_stream(states(
+        rx,
+        last_sent,
+        slot,
+        app.frames.clone(),
+        keepalive,
+        app.shutdown.clone(),
+    ));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    ))
 }
+
+/// A comment line: keeps idle connections (and proxies) from timing out.
+const KEEPALIVE: &[u8] = b":\n\n";
 
 fn states(
     rx: crate::feed::Current,
     last_sent: Option<i64>,
     slot: StreamSlots,
+    frames: Arc<Frames>,
+    keepalive: Duration,
     shutdown: tokio_util::sync::CancellationToken,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(
         (rx, last_sent, slot),
         move |(mut rx, mut last_sent, slot)| {
             let shutdown = shutdown.clone();
+            let frames = frames.clone();
             async move {
                 loop {
                     let snapshot = rx.borrow_and_update().clone();
                     if last_sent.is_none_or(|id| snapshot.id > id) {
                         last_sent = Some(snapshot.id);
-                        return Some((Ok(frame(&snapshot)), (rx, last_sent, slot)));
+                        let frame = frames.of(&snapshot).sse.clone();
+                        return Some((Ok(frame), (rx, last_sent, slot)));
                     }
                     tokio::select! {
                         changed = rx.changed() => if changed.is_err() { return None },
+                        _ = tokio::time::sleep(keepalive) => {
+                            return Some((Ok(Bytes::from_static(KEEPALIVE)), (rx, last_sent, slot)));
+                        }
                         _ = shutdown.cancelled() => return None,
                     }
                 }
@@ -241,20 +266,90 @@ fn states(
     )
 }
 
-/// One SSE frame: `event: state`, `id: <state id>`, the state as JSON.
-pub fn frame(snapshot: &Snapshot) -> Event {
-    let data = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".to_owned());
-    metrics::counter!("service_sse_frames_total").increment(1);
-    Event::default()
-        .event("state")
-        .id(snapshot.id.to_string())
-        .data(data)
+/// A state as every stream sends it, rendered once.
+pub struct Rendered {
+    pub id: i64,
+    /// The whole SSE frame: `event: state`, `id: <state id>`, the JSON.
+    pub sse: Bytes,
+    /// The state's JSON alone (a view into `sse`, not a copy).
+    pub json: Bytes,
+}
+
+/// The newest rendered state, shared by every stream: with ten thousand
+/// clients, serialising per client was the fan-out's main cost.
+#[derive(Default)]
+pub struct Frames {
+    newest: Mutex<Option<Arc<Rendered>>>,
+}
+
+impl Frames {
+    /// `snapshot` rendered: by the first stream that needs it, then shared.
+    pub fn of(&self, snapshot: &Snapshot) -> Arc<Rendered> {
+        frames_sent().increment(1);
+        let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = newest.as_ref().filter(|r| r.id == snapshot.id) {
+            return r.clone();
+        }
+        let rendered = Arc::new(render(snapshot));
+        // A stream behind the others (it asked for an older state) must
+        // not evict the newest.
+        if newest.as_ref().is_none_or(|r| r.id < snapshot.id) {
+            *newest = Some(rendered.clone());
+        }
+        rendered
+    }
+}
+
+fn render(snapshot: &Snapshot) -> Rendered {
+    let json = serde_json::to_vec(snapshot).unwrap_or_else(|_| b"{}".to_vec());
+    let head = format!("event: state\nid: {}\ndata: ", snapshot.id);
+    let mut sse = Vec::with_capacity(head.len() + json.len() + 2);
+    sse.extend_from_slice(head.as_bytes());
+    sse.extend_from_slice(&json);
+    sse.extend_from_slice(b"\n\n");
+    let sse = Bytes::from(sse);
+    let json = sse.slice(head.len()..head.len() + json.len());
+    Rendered {
+        id: snapshot.id,
+        sse,
+        json,
+    }
+}
+
+/// `service_sse_frames_total`, looked up once: the macro's lookup per
+/// frame showed at ten thousand clients.
+fn frames_sent() -> &'static metrics::Counter {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| metrics::counter!("service_sse_frames_total"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn a_state_is_rendered_once_for_every_stream_and_an_older_one_does_not_evict_it() {
+        let frames = Frames::default();
+        let mut newer = Snapshot::genesis("rules".to_owned());
+        newer.id = 7;
+        newer.counter = 42;
+        let first = frames.of(&newer);
+        assert!(
+            Arc::ptr_eq(&first, &frames.of(&newer)),
+            "shared, not rendered again"
+        );
+        let json = serde_json::to_vec(&newer).expect("serialises");
+        assert_eq!(first.json.as_ref(), json.as_slice());
+        assert_eq!(
+            first.sse.as_ref(),
+            [b"event: state\nid: 7\ndata: ".as_slice(), &json, b"\n\n"].concat()
+        );
+        let mut older = newer.clone();
+        older.id = 6;
+        assert_eq!(frames.of(&older).id, 6);
+        assert!(Arc::ptr_eq(&first, &frames.of(&newer)), "the newest stays");
+    }
 
     #[tokio::test]
     async fn a_cached_value_is_loaded_once_per_ttl_even_by_concurrent_callers() {
