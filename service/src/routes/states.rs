@@ -300,7 +300,8 @@ impl Frames {
     }
 }
 
-fn render(snapshot: &Snapshot) -> Rendered {
+/// `snapshot` as an SSE frame and as JSON, from one serialisation.
+pub fn render(snapshot: &Snapshot) -> Rendered {
     let json = serde_json::to_vec(snapshot).unwrap_or_else(|_| b"{}".to_vec());
     let head = format!("event: state\nid: {}\ndata: ", snapshot.id);
     let mut sse = Vec::with_capacity(head.len() + json.len() + 2);
