@@ -639,6 +639,7 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     });
     sections.insert("repeats", repeats_section(&repeats));
     sections.insert("architectures", crate::arch::section(&runs, experiments)?);
+    sections.insert("fanout", fanout_section(&runs));
     // The sections below are the default path's: runs of other ingest
     // paths are compared in `architectures`.
     let kafka: Vec<(String, Value, Value)> = runs
@@ -934,6 +935,102 @@ fn spike_section(runs: &[(String, Value, Value)]) -> String {
             phase_rows(s)
         ),
         None => "No spike run stored yet.\n".to_owned(),
+    }
+}
+
+/// Every `fanout` run, grouped by transport and service instances: the
+/// clients' memory, commit-to-client latency over every client's frames,
+/// and whether the listeners kept up.
+fn fanout_section(runs: &[(String, Value, Value)]) -> String {
+    let mut groups: BTreeMap<(String, usize), Vec<(&String, &Value)>> = BTreeMap::new();
+    for (name, s, _) in runs {
+        if s.get("scenario").and_then(Value::as_str) != Some("fanout") {
+            continue;
+        }
+        let transport = s
+            .get("transport")
+            .and_then(Value::as_str)
+            .unwrap_or("sse")
+            .to_owned();
+        let services = s
+            .pointer("/clients_memory/processes")
+            .and_then(Value::as_object)
+            .map_or(1, |p| p.len().max(1));
+        groups
+            .entry((transport, services))
+            .or_default()
+            .push((name, s));
+    }
+    if groups.is_empty() {
+        return "No fanout run stored yet.\n".to_owned();
+    }
+    let mut md = String::from(
+        "| transport | services | run | clients connected | KiB per client idle / loaded | commit→client p50 / p99 / p99.9 ms | press→SSE p99 ms | press p99 ms | listener lateness p99 ms | service CPU-µs per press | verdict | validity |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for ((transport, services), members) in &groups {
+        for (name, s) in members {
+            let _ = writeln!(
+                md,
+                "| {transport} | {services} | `{name}` | {} of {} | {} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+                num(s, "/clients_memory/connected"),
+                num(s, "/clients_memory/listeners"),
+                one_decimal(s, "/clients_memory/per_client_kib"),
+                one_decimal(s, "/clients_memory/per_client_loaded_kib"),
+                num(s, "/fanout/p50_ms"),
+                num(s, "/fanout/p99_ms"),
+                num(s, "/fanout/p999_ms"),
+                num(s, "/press_to_sse/p99_ms"),
+                num(s, "/press_latency/p99_ms"),
+                num(s, "/observer_lag/p99_ms"),
+                service_cost(s),
+                verdict(s),
+                validity(s)
+            );
+        }
+        if members.len() > 1 {
+            let spread = |pointer: &str| {
+                let values: Vec<f64> = members
+                    .iter()
+                    .filter_map(|(_, s)| s.pointer(pointer).and_then(Value::as_f64))
+                    .collect();
+                let sp = crate::repeat::Spread::of(&values, 1.0);
+                format!("{:.1} ({:.1}–{:.1})", sp.median, sp.min, sp.max)
+            };
+            let _ = writeln!(
+                md,
+                "| {transport} | {services} | **median of {} (min–max)** | | {} / {} | p99 {} | {} | | {} | | | |",
+                members.len(),
+                spread("/clients_memory/per_client_kib"),
+                spread("/clients_memory/per_client_loaded_kib"),
+                spread("/fanout/p99_ms"),
+                spread("/press_to_sse/p99_ms"),
+                spread("/observer_lag/p99_ms"),
+            );
+        }
+    }
+    md
+}
+
+fn one_decimal(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .map_or("-".to_owned(), |x| format!("{x:.1}"))
+}
+
+/// CPU-µs per press of every service process together.
+fn service_cost(s: &Value) -> String {
+    let total: f64 = s
+        .get("cost_us_per_press")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("service"))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    if total > 0.0 {
+        format!("{total:.0}")
+    } else {
+        "-".to_owned()
     }
 }
 
@@ -1265,6 +1362,55 @@ pub fn html_pages(experiments: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fanout_section_groups_runs_by_transport_and_instances_with_their_spread() {
+        let run = |transport: Option<&str>, services: usize, p99: f64, kib: f64| {
+            let processes: serde_json::Map<String, Value> = (0..services)
+                .map(|i| (format!("service-{i}"), serde_json::json!({})))
+                .collect();
+            let mut s = serde_json::json!({
+                "scenario": "fanout",
+                "fanout": {"p50_ms": 5.0, "p99_ms": p99, "p999_ms": 90.0},
+                "clients_memory": {"listeners": 10000, "connected": 10000,
+                    "per_client_kib": kib, "per_client_loaded_kib": kib * 2.0,
+                    "processes": processes},
+                "cost_us_per_press": {"service-0": 100.0, "service-1": 20.0, "broker": 50.0},
+                "verdict": {"clean": true},
+                "validity": {"valid": true, "reasons": []},
+            });
+            if let Some(t) = transport {
+                s["transport"] = Value::from(t);
+            }
+            s
+        };
+        let runs = vec![
+            ("a".to_owned(), run(None, 1, 40.0, 8.0), Value::Null),
+            ("b".to_owned(), run(Some("sse"), 1, 60.0, 9.0), Value::Null),
+            ("c".to_owned(), run(Some("sse"), 1, 50.0, 7.0), Value::Null),
+            ("d".to_owned(), run(Some("ws"), 2, 30.0, 6.0), Value::Null),
+            (
+                "e".to_owned(),
+                serde_json::json!({"scenario": "spike"}),
+                Value::Null,
+            ),
+        ];
+        let md = fanout_section(&runs);
+        assert!(
+            md.contains("| sse | 1 | **median of 3 (min–max)** | | 8.0 (7.0–9.0) / 16.0 (14.0–18.0) | p99 50.0 (40.0–60.0)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ws | 2 | `d` | 10000 of 10000 | 6.0 / 12.0 | 5 / 30 / 90 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 120 | clean | valid |"),
+            "every service process counts: {md}"
+        );
+        assert!(!md.contains("`e`"), "{md}");
+        assert_eq!(fanout_section(&runs[4..]), "No fanout run stored yet.\n");
+    }
 
     #[test]
     fn the_press_path_section_takes_the_newest_run_that_measured_it() {
