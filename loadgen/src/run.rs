@@ -136,8 +136,20 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         scenario.load.max_in_flight,
         scenario.load.threads,
     )?;
-    crate::load::run(recorder.clone(), target).await?;
+    crate::load::run(
+        recorder.clone(),
+        target,
+        crate::load::StopRamp::of(scenario),
+    )
+    .await?;
     let load_elapsed = recorder.start.elapsed();
+    if let Some((index, missed)) = recorder.stopped() {
+        eprintln!(
+            "{name}: stopped after phase {}: {} steps in a row missed the objective; the remaining phases were not run",
+            recorder.plan.phases[index].name,
+            missed.len()
+        );
+    }
     for task in fault_tasks {
         let _ = task.await;
     }
@@ -473,12 +485,16 @@ fn summarise(
 ) -> Summary {
     let rows: &[Row] = &sampled.rows;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let stop = recorder.stopped();
+    // Phases after the one whose miss stopped the ramp never ran.
+    let ran = |i: usize| stop.as_ref().is_none_or(|(last, _)| i <= *last);
     let phases: Vec<PhaseSummary> = recorder
         .plan
         .phases
         .iter()
         .zip(&recorder.phases)
-        .map(|(plan, stats)| {
+        .enumerate()
+        .map(|(i, (plan, stats))| {
             let (start_s, end_s) = (plan.start.as_secs_f64(), plan.end.as_secs_f64());
             let (cpu_pct, steal_pct, foreign_pct) = summary::phase_machine(rows, start_s, end_s);
             let sent = stats.sent.load(Ordering::Relaxed);
@@ -513,15 +529,20 @@ fn summarise(
                 steal_pct,
                 foreign_pct,
                 validity: Validity::default(),
+                not_run: !ran(i),
             };
-            p.validity = summary::phase_validity(&scenario.validity, &p, build.optimised(), cores);
+            p.validity = if p.not_run {
+                Validity::of(Vec::new())
+            } else {
+                summary::phase_validity(&scenario.validity, &p, build.optimised(), cores)
+            };
             p
         })
         .collect();
     // Headline figures are presses': a live phase has its own row and the
     // press path.
     let presses: Vec<usize> = (0..phases.len())
-        .filter(|&i| phases[i].endpoint == Endpoint::Press)
+        .filter(|&i| phases[i].endpoint == Endpoint::Press && !phases[i].not_run)
         .collect();
     let steady: Vec<usize> = presses
         .iter()
@@ -534,7 +555,7 @@ fn summarise(
     } else if !presses.is_empty() {
         presses.clone()
     } else {
-        (0..phases.len()).collect()
+        (0..phases.len()).filter(|&i| !phases[i].not_run).collect()
     };
     let steady_s: f64 = headline.iter().map(|&i| phases[i].duration_s).sum();
     let steady_span_s: f64 = headline.iter().map(|&i| phases[i].span_s).sum();
@@ -568,7 +589,11 @@ fn summarise(
         sweep_point: options.sweep_point.clone(),
         guards: guards.clone(),
         started_at: started_at.to_owned(),
-        load_s: recorder.plan.duration().as_secs_f64(),
+        // A stopped ramp's load ended with its last phase run.
+        load_s: match &stop {
+            Some((last, _)) => recorder.plan.phases[*last].end.as_secs_f64(),
+            None => recorder.plan.duration().as_secs_f64(),
+        },
         steady_s,
         planned: presses.iter().map(|&i| phases[i].planned).sum(),
         sent,
@@ -587,6 +612,16 @@ fn summarise(
         schedule_lag: of_phases(|p| &p.schedule_lag),
         cost_us_per_press: summary::cost_per_press(rows, &windows),
         knee_per_s: None,
+        knee_is_lower_bound: false,
+        stopped: stop.map(|(last, missed)| summary::RampStop {
+            after: recorder.plan.phases[last].name.clone(),
+            missed,
+            not_run: phases
+                .iter()
+                .filter(|p| p.not_run)
+                .map(|p| p.name.clone())
+                .collect(),
+        }),
         press_path: None,
         lag_peak: sampled.lag_peak,
         lag_recovery_s: summary::lag_recovery(rows),
@@ -602,6 +637,7 @@ fn summarise(
         passed: false,
     };
     s.knee_per_s = summary::knee(scenario, &s.phases);
+    s.knee_is_lower_bound = summary::knee_is_lower_bound(s.knee_per_s, &s.phases);
     s.press_path = summary::press_path(&s.phases, &client_text(scenario));
     s.asserts = summary::check_asserts(scenario, &s);
     s.passed = s.verdict.clean && s.asserts.iter().all(|a| a.passed);
