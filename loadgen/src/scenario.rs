@@ -164,7 +164,7 @@ pub struct Knee {
 impl Knee {
     /// Consecutive missed steps that end the ramp, if the rule is on.
     pub fn stop_after(&self) -> Option<u32> {
-        (self.stop_after_misses > 0).then(|| self.stop_after_misses as u32)
+        u32::try_from(self.stop_after_misses).ok().filter(|&n| n > 0)
     }
 }
 
