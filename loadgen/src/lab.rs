@@ -738,7 +738,15 @@ fn repeats_section(repeats: &[(String, Value)]) -> String {
             spread(r, "press_p99_ms", 2),
             spread(r, "press_to_sse_p50_ms", 2),
             spread(r, "press_to_sse_p99_ms", 2),
-            spread(r, "knee_per_s", 0),
+            // Runs whose knee was the ramp's last step only bound it.
+            match r.get("knee_lower_bounds").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!(
+                    "≥ {} (the ramp's last step in {n} of {} runs)",
+                    spread(r, "knee_per_s", 0),
+                    r.get("runs").and_then(Value::as_array).map_or(0, Vec::len)
+                ),
+                _ => spread(r, "knee_per_s", 0),
+            },
             if r.get("spread_within").and_then(Value::as_bool) == Some(true) {
                 "within ±10% / ±20%"
             } else {
