@@ -69,8 +69,42 @@ fn median(values: &[f64]) -> f64 {
 fn phase_at(s: &Value, rate: f64) -> Option<&Value> {
     s.get("phases")?.as_array()?.iter().find(|p| {
         p.get("warmup").and_then(Value::as_bool) != Some(true)
+            && !not_run(p)
             && p.get("rate").and_then(Value::as_f64) == Some(rate)
     })
+}
+
+/// A phase the ramp's stop rule left out: it has no figures.
+fn not_run(p: &Value) -> bool {
+    p.get("not_run").and_then(Value::as_bool) == Some(true)
+}
+
+/// The knee cell: the median over the runs, marked as a lower bound when
+/// a run's knee was its ramp's last step (that ramp never found where the
+/// path stops meeting the objective).
+fn knee_cell(r: &[&Run]) -> String {
+    // A run where no step met the objective has a knee of none: 0.
+    let knees: Vec<f64> = r
+        .iter()
+        .map(|(_, s, _)| s.get("knee_per_s").and_then(Value::as_f64).unwrap_or(0.0))
+        .collect();
+    let bounded = r
+        .iter()
+        .filter(|(_, s, _)| s.get("knee_is_lower_bound").and_then(Value::as_bool) == Some(true))
+        .count();
+    let all_same = knees.windows(2).all(|w| w[0] == w[1]);
+    match bounded {
+        0 => format!("**{}**", spread(&knees, 0)),
+        n if n == r.len() && all_same => format!(
+            "**{}**",
+            crate::summary::knee_text(knees[0], true)
+        ),
+        n => format!(
+            "**≥ {}** (the ramp's last step in {n} of {} runs)",
+            spread(&knees, 0),
+            r.len()
+        ),
+    }
 }
 
 /// CPU-µs per press of one process kind, instances summed.
@@ -173,14 +207,7 @@ pub fn section(runs: &[Run], experiments: &Path) -> anyhow::Result<String> {
     ));
     rows.push((
         "**knee**, presses/s (p99 press→SSE ≤ 100 ms)".to_owned(),
-        per_path(&|r| {
-            // A run where no step met the objective has a knee of none: 0.
-            let knees: Vec<f64> = r
-                .iter()
-                .map(|(_, s, _)| s.get("knee_per_s").and_then(Value::as_f64).unwrap_or(0.0))
-                .collect();
-            format!("**{}**", spread(&knees, 0))
-        }),
+        per_path(&|r| knee_cell(r)),
     ));
     for &rate in RATES {
         for (label, pointer) in [
@@ -293,7 +320,7 @@ fn chart_points(ramps: &[(Ingest, Vec<&Run>)]) -> Vec<SweepPoint> {
         let mut rates: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
         for (_, s, _) in runs {
             for p in s["phases"].as_array().into_iter().flatten() {
-                if p.get("warmup").and_then(Value::as_bool) == Some(true) {
+                if p.get("warmup").and_then(Value::as_bool) == Some(true) || not_run(p) {
                     continue;
                 }
                 if let Some(rate) = p.get("rate").and_then(Value::as_f64) {
@@ -402,6 +429,40 @@ mod tests {
         assert!(row("broker restart").ends_with("| n/a |"));
         assert!(row("relay SIGKILL").contains("| n/a | not run | n/a |"));
         assert!(md.contains("architectures.svg"));
+    }
+
+    #[test]
+    fn a_knee_at_the_ramps_last_step_is_a_lower_bound_and_steps_not_run_show_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bounded = |knee: f64| {
+            let mut run = ramp("kafka", Some(knee), 50.0, 22.0);
+            run.1["knee_is_lower_bound"] = json!(true);
+            run
+        };
+        let mut stopped = ramp("direct", Some(2000.0), 80.0, 30.0);
+        stopped.1["phases"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "8000/s", "rate": 8000.0, "planned": 80000, "not_run": true,
+                 "press_to_sse": {"p50_ms": 0.0, "p99_ms": 0.0}}));
+        let runs = vec![bounded(16000.0), bounded(16000.0), stopped];
+        for (name, _, _) in &runs {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        let md = section(&runs, dir.path()).unwrap();
+        let row = |label: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {label}")))
+                .unwrap_or_else(|| panic!("no row {label} in\n{md}"))
+                .to_owned()
+        };
+        assert!(
+            row("**knee**").contains("| **≥ 16,000 (the ramp's last step)** | **-** | **2000** |"),
+            "{md}"
+        );
+        assert!(row("at 8000/s: press→SSE p99").ends_with("| - | - | - |"), "{md}");
+        let mixed = knee_cell(&[&bounded(16000.0), &ramp("kafka", Some(14000.0), 1.0, 1.0)]);
+        assert_eq!(mixed, "**≥ 15000 (14000–16000)** (the ramp's last step in 1 of 2 runs)");
     }
 
     #[test]

@@ -739,7 +739,15 @@ fn repeats_section(repeats: &[(String, Value)]) -> String {
             spread(r, "press_p99_ms", 2),
             spread(r, "press_to_sse_p50_ms", 2),
             spread(r, "press_to_sse_p99_ms", 2),
-            spread(r, "knee_per_s", 0),
+            // Runs whose knee was the ramp's last step only bound it.
+            match r.get("knee_lower_bounds").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!(
+                    "≥ {} (the ramp's last step in {n} of {} runs)",
+                    spread(r, "knee_per_s", 0),
+                    r.get("runs").and_then(Value::as_array).map_or(0, Vec::len)
+                ),
+                _ => spread(r, "knee_per_s", 0),
+            },
             if r.get("spread_within").and_then(Value::as_bool) == Some(true) {
                 "within ±10% / ±20%"
             } else {
@@ -862,6 +870,15 @@ fn phase_rows(s: &Value) -> String {
         .into_iter()
         .flatten()
     {
+        if p.get("not_run").and_then(Value::as_bool) == Some(true) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | not run: the ramp stopped | | | | |",
+                p.get("name").and_then(Value::as_str).unwrap_or("?"),
+                num(p, "/rate"),
+            );
+            continue;
+        }
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -892,9 +909,18 @@ fn knee_section(runs: &[(String, Value, Value)]) -> String {
     });
     match ramp.or_else(|| latest(runs, |s| s.get("knee_per_s").is_some_and(|k| !k.is_null()))) {
         Some((name, s, _)) => format!(
-            "From `{name}`: knee **{} presses/s** (verdict {}).\n\n{}",
-            num(s, "/knee_per_s"),
+            "From `{name}`: knee **{} presses/s** (verdict {}).{}\n\n{}",
+            match s.get("knee_per_s").and_then(Value::as_f64) {
+                Some(k) if s.get("knee_is_lower_bound").and_then(Value::as_bool) == Some(true) => {
+                    crate::summary::knee_text(k, true)
+                }
+                _ => num(s, "/knee_per_s"),
+            },
             verdict(s),
+            s.get("stopped")
+                .filter(|v| !v.is_null())
+                .and_then(|v| serde_json::from_value::<crate::summary::RampStop>(v.clone()).ok())
+                .map_or(String::new(), |stop| format!(" Ramp {}.", stop.describe())),
             phase_rows(s)
         ),
         None => "No ramp run stored yet.\n".to_owned(),

@@ -19,8 +19,9 @@
 //!   one client, each pressing as soon as its last answer came.
 
 use crate::recorder::Recorder;
-use crate::scenario::Endpoint;
+use crate::scenario::{Endpoint, Scenario, ValidityLimits};
 use crate::schedule::PhasePlan;
+use crate::summary::{StopRule, step_miss};
 use crate::wire::{Failure, PressClient};
 use anyhow::Context;
 use button_client::{Accepted, Api};
@@ -28,6 +29,8 @@ use bytes::Bytes;
 use goose::prelude::*;
 use std::rc::Rc;
 use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -117,14 +120,42 @@ enum Command {
     },
 }
 
-/// Runs every phase of the plan in turn; returns when every press sent has
-/// its answer (or its failure).
-pub async fn run(recorder: Arc<Recorder>, target: Target) -> anyhow::Result<()> {
+/// The ramp's stop rule (`[knee] stop_after_misses`) as the load applies
+/// it: each step is judged at its planned end.
+pub struct StopRamp {
+    /// The objective's p99 press-to-SSE, ms.
+    pub limit_ms: f64,
+    pub limits: ValidityLimits,
+    pub rule: StopRule,
+}
+
+impl StopRamp {
+    pub fn of(scenario: &Scenario) -> Option<StopRamp> {
+        let knee = scenario.knee.as_ref()?;
+        Some(StopRamp {
+            limit_ms: knee.p99_press_to_sse_ms,
+            limits: scenario.validity.clone(),
+            rule: StopRule::new(knee.stop_after()?),
+        })
+    }
+}
+
+/// Runs every phase of the plan in turn (until the stop rule, if any, ends
+/// the ramp); returns when every press sent has its answer (or its
+/// failure).
+pub async fn run(
+    recorder: Arc<Recorder>,
+    target: Target,
+    mut stop: Option<StopRamp>,
+) -> anyhow::Result<()> {
     let senders: Vec<_> = (0..target.threads)
         .map(|k| spawn_sender(k, &recorder, &target))
         .collect::<anyhow::Result<_>>()?;
     let mut first = 0u64;
     for (index, phase) in recorder.plan.phases.clone().iter().enumerate() {
+        if recorder.stopping() {
+            break;
+        }
         if phase.rate.is_some() {
             let mut started = Vec::new();
             for (commands, _) in &senders {
@@ -133,6 +164,17 @@ pub async fn run(recorder: Arc<Recorder>, target: Target) -> anyhow::Result<()> 
                     .send(Command::Phase { index, first, sent })
                     .map_err(|_| anyhow::anyhow!("a sending thread stopped"))?;
                 started.push(done);
+            }
+            let step = !phase.warmup && phase.endpoint == Endpoint::Press;
+            if let Some(stop) = stop.as_mut().filter(|_| step) {
+                // Judged at the planned end, not once every send started:
+                // a generator behind its plan would otherwise first send
+                // the whole backlog the rule is there to avoid.
+                tokio::time::sleep_until((recorder.start + phase.end).into()).await;
+                let miss = step_miss(stop.limit_ms, &stop.limits, &recorder.step_so_far(index));
+                if stop.rule.step(&phase.name, miss) {
+                    recorder.stop_after(index, stop.rule.missed().to_vec());
+                }
             }
             for done in started {
                 done.await.context("a sending thread stopped mid-phase")?;
@@ -192,6 +234,11 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
                         let Ok(permit) = in_flight.clone().acquire_owned().await else {
                             return;
                         };
+                        // The ramp stopped: the rest of the plan, this
+                        // phase's backlog included, is not sent.
+                        if recorder.stopping() {
+                            break;
+                        }
                         recorder.sending(index, due, Instant::now());
                         let recorder = recorder.clone();
                         let client = client.clone();
@@ -347,4 +394,49 @@ async fn closed_phase(
         .await
         .with_context(|| format!("running phase {} (closed model)", phase.name))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Plan;
+
+    fn ramp(extra: &str) -> Scenario {
+        crate::scenario::parse(
+            std::path::Path::new("ramp.toml"),
+            &format!(
+                "[[phase]]\nname = \"a\"\nduration_s = 1\nrate = 40\n[[phase]]\nname = \"b\"\nduration_s = 1\nrate = 40\n[knee]\np99_press_to_sse_ms = 100\n{extra}"
+            ),
+        )
+        .expect("parses")
+    }
+
+    /// Presses to a port nothing listens on all fail: every step misses.
+    async fn run_against_nothing(scenario: &Scenario) -> Arc<Recorder> {
+        let recorder = Arc::new(Recorder::new(Plan::of(scenario), Instant::now()));
+        let target = Target::new(&["http://127.0.0.1:9".to_owned()], false, 16, 1).expect("target");
+        run(recorder.clone(), target, StopRamp::of(scenario))
+            .await
+            .expect("load");
+        recorder
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_ramp_sends_nothing_after_the_step_that_ended_it() {
+        let recorder = run_against_nothing(&ramp("stop_after_misses = 1\n")).await;
+        let (last, missed) = recorder.stopped().expect("stopped");
+        assert_eq!(last, 0);
+        assert_eq!(missed.len(), 1);
+        // Failed presses, or on a busy machine a late generator first.
+        assert_eq!(missed[0].phase, "a");
+        assert!(recorder.phases[0].sent.load(Ordering::Relaxed) > 0);
+        assert_eq!(recorder.phases[1].sent.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_the_rule_every_step_runs() {
+        let recorder = run_against_nothing(&ramp("")).await;
+        assert!(recorder.stopped().is_none());
+        assert_eq!(recorder.phases[1].sent.load(Ordering::Relaxed), 40);
+    }
 }

@@ -9,7 +9,7 @@ use button_client::{Accepted, Ledger};
 use button_domain::Snapshot;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -153,6 +153,11 @@ pub struct Recorder {
     frame_offsets: Mutex<Vec<(Instant, BTreeMap<i32, i64>)>>,
     /// Per scenario fault: (index, first action started, last action done).
     fault_windows: Mutex<Vec<(usize, Instant, Instant)>>,
+    /// Set when the ramp's stop rule ended the load: sending threads start
+    /// no further press (those in flight complete).
+    stopping: AtomicBool,
+    /// The phase whose miss ended the ramp, and the missed steps.
+    stop: Mutex<Option<(usize, Vec<crate::summary::StepMiss>)>>,
 }
 
 impl Recorder {
@@ -189,6 +194,38 @@ impl Recorder {
             unplaced: Mutex::new(Vec::new()),
             frame_offsets: Mutex::new(Vec::new()),
             fault_windows: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            stop: Mutex::new(None),
+        }
+    }
+
+    /// The ramp stops after phase `phase`: no press starts from now on.
+    pub fn stop_after(&self, phase: usize, missed: Vec<crate::summary::StepMiss>) {
+        *lock(&self.stop) = Some((phase, missed));
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether the stop rule ended the load: sends must not start.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The phase whose miss ended the ramp, with the missed steps.
+    pub fn stopped(&self) -> Option<(usize, Vec<crate::summary::StepMiss>)> {
+        lock(&self.stop).clone()
+    }
+
+    /// What step `phase` measured so far, to judge it at its planned end.
+    pub fn step_so_far(&self, phase: usize) -> crate::summary::StepSoFar {
+        let stats = &self.phases[phase];
+        crate::summary::StepSoFar {
+            planned: self.plan.phases[phase].planned(),
+            sent_on_time: stats.sent_on_time.load(Ordering::Relaxed),
+            answered: stats.press.total().len(),
+            accepted: stats.accepted.load(Ordering::Relaxed),
+            schedule_lag_p99_ms: crate::measure::Percentiles::of(&stats.schedule_lag.total())
+                .p99_ms,
+            press_to_sse: crate::measure::Percentiles::of(&stats.press_to_sse.total()),
         }
     }
 

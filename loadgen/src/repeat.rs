@@ -86,6 +86,9 @@ pub struct Aggregate {
     pub press_to_sse_p50_ms: Spread,
     pub press_to_sse_p99_ms: Spread,
     pub knee_per_s: Option<Spread>,
+    /// Runs whose knee was their ramp's last step: a lower bound.
+    #[serde(default)]
+    pub knee_lower_bounds: usize,
     /// CPU-µs per accepted press, by process.
     pub cost_us_per_press: BTreeMap<String, Spread>,
     /// Every run's verdict was clean.
@@ -139,6 +142,7 @@ impl Aggregate {
             press_to_sse_p99_ms,
             knee_per_s: (knees.len() == summaries.len() && !knees.is_empty())
                 .then(|| Spread::of(&knees, TOLERANCE_THROUGHPUT)),
+            knee_lower_bounds: summaries.iter().filter(|s| s.knee_is_lower_bound).count(),
             cost_us_per_press,
             clean: summaries.iter().all(|s| s.verdict.clean),
             valid: summaries.iter().all(|s| s.validity.valid),
@@ -166,7 +170,18 @@ impl Aggregate {
             let _ = writeln!(md, "| {name} | {} |", spread.text(digits));
         }
         if let Some(k) = &self.knee_per_s {
-            let _ = writeln!(md, "| knee presses/s | {} |", k.text(0));
+            let text = match self.knee_lower_bounds {
+                0 => k.text(0),
+                n if n == self.runs.len() && k.min == k.max => {
+                    crate::summary::knee_text(k.median, true)
+                }
+                n => format!(
+                    "≥ {} (the ramp's last step in {n} of {} runs)",
+                    k.text(0),
+                    self.runs.len()
+                ),
+            };
+            let _ = writeln!(md, "| knee presses/s | {text} |");
         }
         for (p, spread) in &self.cost_us_per_press {
             let _ = writeln!(md, "| CPU-µs per press: {p} | {} |", spread.text(1));

@@ -5,7 +5,7 @@
 use crate::measure::Percentiles;
 use crate::meta::Meta;
 use crate::scenario::{Endpoint, Scenario};
-use crate::summary::{PRESS_PATH_GOAL, PhaseSummary, PressPath, Summary};
+use crate::summary::{PRESS_PATH_GOAL, PhaseSummary, PressPath, Summary, knee_text};
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -190,6 +190,16 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
         "\n| phase | target | planned | sent on time | accepted/s | press p99 | to SSE p50 | to SSE p99 | send lag p99 | validity |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
     for p in &s.phases {
+        if p.not_run {
+            writeln!(
+                md,
+                "| {} | {} | {} | not run: the ramp stopped | | | | | | |",
+                p.name,
+                target_text(p),
+                p.planned
+            )?;
+            continue;
+        }
         writeln!(
             md,
             "| {}{} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
@@ -206,10 +216,14 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
             p.validity.describe()
         )?;
     }
+    if let Some(stop) = &s.stopped {
+        writeln!(md, "\n**Ramp {}.**", stop.describe())?;
+    }
     if let Some(knee) = s.knee_per_s {
         writeln!(
             md,
-            "\nKnee: **{knee} presses/s**, the highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted."
+            "\nKnee: **{} presses/s**, the highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted.",
+            knee_text(knee, s.knee_is_lower_bound)
         )?;
     }
     if let Some(p) = &s.press_path {
@@ -354,6 +368,15 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
         "phase", "target", "planned", "ok/s", "press p99", "SSE p99", "lag p99"
     );
     for p in &s.phases {
+        if p.not_run {
+            println!(
+                "  {:<16} {:>8} {:>8}  not run: the ramp stopped",
+                p.name,
+                target_text(p),
+                p.planned
+            );
+            continue;
+        }
         println!(
             "  {:<16} {:>8} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>9.2}  {}",
             if p.warmup {
@@ -374,9 +397,13 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
             p.validity.describe()
         );
     }
+    if let Some(stop) = &s.stopped {
+        println!("  ramp {}", stop.describe());
+    }
     if let Some(knee) = s.knee_per_s {
         println!(
-            "  knee: {knee} presses/s (highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted)"
+            "  knee: {} presses/s (highest valid rate meeting the p99 press-to-SSE limit with every planned press accepted)",
+            knee_text(knee, s.knee_is_lower_bound)
         );
     }
     if let Some(p) = &s.press_path {

@@ -168,8 +168,20 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let connected = recorder.listeners_connected.load(Ordering::Relaxed);
     let connect_s = listeners_started.elapsed().as_secs_f64();
     let (memory_connected, _) = service_memory(&driver);
-    crate::load::run(recorder.clone(), target).await?;
+    crate::load::run(
+        recorder.clone(),
+        target,
+        crate::load::StopRamp::of(scenario),
+    )
+    .await?;
     let load_elapsed = recorder.start.elapsed();
+    if let Some((index, missed)) = recorder.stopped() {
+        eprintln!(
+            "{name}: stopped after phase {}: {} steps in a row missed the objective; the remaining phases were not run",
+            recorder.plan.phases[index].name,
+            missed.len()
+        );
+    }
     let (memory_end, _) = service_memory(&driver);
     let clients_memory = (scenario.sse.listeners >= summary::CLIENTS_MEMORY_MIN).then(|| {
         let processes = memory_before
@@ -530,12 +542,16 @@ fn summarise(
 ) -> Summary {
     let rows: &[Row] = &sampled.rows;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let stop = recorder.stopped();
+    // Phases after the one whose miss stopped the ramp never ran.
+    let ran = |i: usize| stop.as_ref().is_none_or(|(last, _)| i <= *last);
     let phases: Vec<PhaseSummary> = recorder
         .plan
         .phases
         .iter()
         .zip(&recorder.phases)
-        .map(|(plan, stats)| {
+        .enumerate()
+        .map(|(i, (plan, stats))| {
             let (start_s, end_s) = (plan.start.as_secs_f64(), plan.end.as_secs_f64());
             let (cpu_pct, steal_pct, foreign_pct) = summary::phase_machine(rows, start_s, end_s);
             let sent = stats.sent.load(Ordering::Relaxed);
@@ -570,15 +586,20 @@ fn summarise(
                 steal_pct,
                 foreign_pct,
                 validity: Validity::default(),
+                not_run: !ran(i),
             };
-            p.validity = summary::phase_validity(&scenario.validity, &p, build.optimised(), cores);
+            p.validity = if p.not_run {
+                Validity::of(Vec::new())
+            } else {
+                summary::phase_validity(&scenario.validity, &p, build.optimised(), cores)
+            };
             p
         })
         .collect();
     // Headline figures are presses': a live phase has its own row and the
     // press path.
     let presses: Vec<usize> = (0..phases.len())
-        .filter(|&i| phases[i].endpoint == Endpoint::Press)
+        .filter(|&i| phases[i].endpoint == Endpoint::Press && !phases[i].not_run)
         .collect();
     let steady: Vec<usize> = presses
         .iter()
@@ -591,7 +612,7 @@ fn summarise(
     } else if !presses.is_empty() {
         presses.clone()
     } else {
-        (0..phases.len()).collect()
+        (0..phases.len()).filter(|&i| !phases[i].not_run).collect()
     };
     let steady_s: f64 = headline.iter().map(|&i| phases[i].duration_s).sum();
     let steady_span_s: f64 = headline.iter().map(|&i| phases[i].span_s).sum();
@@ -625,7 +646,11 @@ fn summarise(
         sweep_point: options.sweep_point.clone(),
         guards: guards.clone(),
         started_at: started_at.to_owned(),
-        load_s: recorder.plan.duration().as_secs_f64(),
+        // A stopped ramp's load ended with its last phase run.
+        load_s: match &stop {
+            Some((last, _)) => recorder.plan.phases[*last].end.as_secs_f64(),
+            None => recorder.plan.duration().as_secs_f64(),
+        },
         steady_s,
         planned: presses.iter().map(|&i| phases[i].planned).sum(),
         sent,
@@ -646,6 +671,16 @@ fn summarise(
         schedule_lag: of_phases(|p| &p.schedule_lag),
         cost_us_per_press: summary::cost_per_press(rows, &windows),
         knee_per_s: None,
+        knee_is_lower_bound: false,
+        stopped: stop.map(|(last, missed)| summary::RampStop {
+            after: recorder.plan.phases[last].name.clone(),
+            missed,
+            not_run: phases
+                .iter()
+                .filter(|p| p.not_run)
+                .map(|p| p.name.clone())
+                .collect(),
+        }),
         press_path: None,
         lag_peak: sampled.lag_peak,
         lag_recovery_s: summary::lag_recovery(rows),
@@ -669,6 +704,7 @@ fn summarise(
         s.validity = summary::Validity::of(reasons);
     }
     s.knee_per_s = summary::knee(scenario, &s.phases);
+    s.knee_is_lower_bound = summary::knee_is_lower_bound(s.knee_per_s, &s.phases);
     s.press_path = summary::press_path(&s.phases, &client_text(scenario));
     s.asserts = summary::check_asserts(scenario, &s);
     s.passed = s.verdict.clean && s.asserts.iter().all(|a| a.passed);

@@ -158,6 +158,19 @@ pub struct Knee {
     /// The knee is the highest open-model rate whose phase kept every press
     /// and stayed under this p99 press-to-SSE latency.
     pub p99_press_to_sse_ms: f64,
+    /// Stop the ramp once this many steps in a row missed the objective
+    /// (0, the default: run every step). Past its knee a path's steps only
+    /// add backlog: the generator falls ever further behind its plan and
+    /// their latencies say nothing more.
+    #[serde(default)]
+    pub stop_after_misses: i64,
+}
+
+impl Knee {
+    /// Consecutive missed steps that end the ramp, if the rule is on.
+    pub fn stop_after(&self) -> Option<u32> {
+        u32::try_from(self.stop_after_misses).ok().filter(|&n| n > 0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -505,6 +518,20 @@ impl Scenario {
             }
             if f.at_s < 0.0 {
                 return Err(invalid(format!("fault[{i}].at_s"), "must be >= 0".into()));
+            }
+        }
+        if let Some(knee) = &self.knee {
+            if knee.p99_press_to_sse_ms.is_nan() || knee.p99_press_to_sse_ms <= 0.0 {
+                return Err(invalid(
+                    "knee.p99_press_to_sse_ms".into(),
+                    "must be > 0".into(),
+                ));
+            }
+            if !(0..=u32::MAX as i64).contains(&knee.stop_after_misses) {
+                return Err(invalid(
+                    "knee.stop_after_misses".into(),
+                    "must be 0 (run every step) or the number of consecutive missed steps that ends the ramp (1 or more)".into(),
+                ));
             }
         }
         self.check_profile().map_err(|(k, m)| invalid(k, m))?;
@@ -1181,6 +1208,26 @@ mod tests {
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("docker"), "{err}");
+    }
+
+    #[test]
+    fn the_stop_rule_is_off_by_default_and_checked() {
+        let knee = |extra: &str| format!("[knee]\np99_press_to_sse_ms = 100\n{extra}{MINIMAL}");
+        let s = parse_str(&knee("")).expect("valid");
+        assert_eq!(s.knee.as_ref().and_then(Knee::stop_after), None);
+        let s = parse_str(&knee("stop_after_misses = 2\n")).expect("valid");
+        assert_eq!(s.knee.as_ref().and_then(Knee::stop_after), Some(2));
+        let err = parse_str(&knee("stop_after_misses = -1\n"))
+            .expect_err("negative")
+            .to_string();
+        assert!(
+            err.contains("knee.stop_after_misses") && err.contains("scenarios/test.toml"),
+            "{err}"
+        );
+        let err = parse_str(&knee("stop_after_mises = 1\n"))
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("stop_after_mises"), "{err}");
     }
 
     #[test]

@@ -90,6 +90,177 @@ pub struct PhaseSummary {
     pub foreign_pct: Option<f64>,
     #[serde(default)]
     pub validity: Validity,
+    /// The ramp's stop rule ended the load before this phase: it sent
+    /// nothing and has no figures.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_run: bool,
+}
+
+/// Why a ramp ended before its last step (`[knee] stop_after_misses`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RampStop {
+    /// The step whose miss ended the ramp.
+    pub after: String,
+    /// The consecutive missed steps, each with why it missed, judged at
+    /// its planned end.
+    pub missed: Vec<StepMiss>,
+    /// The phases that were not run.
+    pub not_run: Vec<String>,
+}
+
+impl RampStop {
+    pub fn describe(&self) -> String {
+        let steps = if self.missed.len() == 1 { "step" } else { "steps" };
+        let why: Vec<String> = self
+            .missed
+            .iter()
+            .map(|m| format!("{}: {}", m.phase, m.reason))
+            .collect();
+        format!(
+            "stopped: {} {steps} missed the objective ({}); not run: {}",
+            self.missed.len(),
+            why.join("; "),
+            if self.not_run.is_empty() {
+                "none".to_owned()
+            } else {
+                self.not_run.join(", ")
+            }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMiss {
+    pub phase: String,
+    pub reason: String,
+}
+
+/// The stop rule: counts consecutive missed steps; a step that met the
+/// objective starts the count again.
+#[derive(Debug, Clone)]
+pub struct StopRule {
+    after: usize,
+    missed: Vec<StepMiss>,
+}
+
+impl StopRule {
+    pub fn new(after: u32) -> StopRule {
+        StopRule {
+            after: (after as usize).max(1),
+            missed: Vec::new(),
+        }
+    }
+
+    /// One step judged (`miss`: why it missed, none if it met the
+    /// objective); true when the ramp stops here.
+    pub fn step(&mut self, phase: &str, miss: Option<String>) -> bool {
+        match miss {
+            Some(reason) => self.missed.push(StepMiss {
+                phase: phase.to_owned(),
+                reason,
+            }),
+            None => self.missed.clear(),
+        }
+        self.missed.len() >= self.after
+    }
+
+    pub fn missed(&self) -> &[StepMiss] {
+        &self.missed
+    }
+}
+
+/// What a step measured by its planned end, to judge it then.
+#[derive(Debug, Clone, Default)]
+pub struct StepSoFar {
+    pub planned: u64,
+    pub sent_on_time: u64,
+    /// Presses answered, and of those accepted.
+    pub answered: u64,
+    pub accepted: u64,
+    pub schedule_lag_p99_ms: f64,
+    /// Of the presses the tracking client has seen (none yet for outbox
+    /// presses: theirs is known once the topic is read after the load).
+    pub press_to_sse: Percentiles,
+}
+
+/// Why a step misses the objective by its planned end, none if it meets
+/// it so far. The knee's own tests where they can be judged then: the
+/// generator kept to the plan (the validity limits on sends on time and
+/// on lateness, so a generator hopelessly behind misses at once), no
+/// press failed, and the p99 press-to-SSE of the presses seen is within
+/// the limit.
+pub fn step_miss(limit_ms: f64, limits: &ValidityLimits, step: &StepSoFar) -> Option<String> {
+    if step.planned > 0 {
+        let ratio = step.sent_on_time as f64 / step.planned as f64;
+        if ratio < limits.min_sent_ratio {
+            return Some(format!(
+                "generator fell behind: sent {} of {} planned presses on time ({:.1}%)",
+                step.sent_on_time,
+                step.planned,
+                ratio * 100.0
+            ));
+        }
+    }
+    if step.schedule_lag_p99_ms > limits.max_schedule_lag_p99_ms {
+        return Some(format!(
+            "generator fell behind: sends started {:.1} ms late at p99",
+            step.schedule_lag_p99_ms
+        ));
+    }
+    if step.answered > step.accepted {
+        return Some(format!(
+            "{} presses failed",
+            step.answered - step.accepted
+        ));
+    }
+    if step.press_to_sse.count > 0 && step.press_to_sse.p99_ms > limit_ms {
+        return Some(format!(
+            "p99 press-to-SSE {:.1} ms over {limit_ms} ms",
+            step.press_to_sse.p99_ms
+        ));
+    }
+    None
+}
+
+/// The knee, as a report prints it: a ramp whose last step still met the
+/// objective only shows the knee is at least that.
+pub fn knee_text(knee: f64, lower_bound: bool) -> String {
+    if lower_bound {
+        format!("≥ {} (the ramp's last step)", thousands(knee))
+    } else {
+        format!("{knee}")
+    }
+}
+
+/// `16000` → `16,000`.
+pub fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// Whether the phase is a step of a ramp: a steady open-model press phase.
+fn is_step(p: &PhaseSummary) -> bool {
+    !p.warmup && p.endpoint == Endpoint::Press && p.rate.is_some()
+}
+
+/// Whether the knee is the ramp's last planned step: the ramp never found
+/// where the stack stops meeting the objective.
+pub fn knee_is_lower_bound(knee: Option<f64>, phases: &[PhaseSummary]) -> bool {
+    let last = phases.iter().rfind(|p| is_step(p));
+    match (knee, last) {
+        (Some(k), Some(last)) => !last.not_run && last.rate == Some(k),
+        _ => false,
+    }
 }
 
 /// Whether the service asked for proof of work and limited rates during
@@ -221,6 +392,13 @@ pub struct Summary {
     /// The highest open-model rate whose phase was valid, accepted every
     /// planned press, and met the scenario's `[knee]` objective.
     pub knee_per_s: Option<f64>,
+    /// The knee is the ramp's last step, which still met the objective:
+    /// the stack's knee is at least that.
+    #[serde(default)]
+    pub knee_is_lower_bound: bool,
+    /// Set when the ramp's stop rule ended the load early.
+    #[serde(default)]
+    pub stopped: Option<RampStop>,
     /// Presses against the trivial endpoint with the same client, when the
     /// run has steady phases of both.
     #[serde(default)]
@@ -492,6 +670,7 @@ pub fn knee(scenario: &Scenario, phases: &[PhaseSummary]) -> Option<f64> {
         .iter()
         .filter(|p| {
             !p.warmup
+                && !p.not_run
                 && p.endpoint == Endpoint::Press
                 && p.validity.valid
                 && p.planned > 0
@@ -733,6 +912,7 @@ mod tests {
             steal_pct: Some(0.5),
             foreign_pct: Some(1.0),
             validity: Validity::of(vec![]),
+            not_run: false,
         }
     }
 
@@ -829,6 +1009,132 @@ mod tests {
         p.served = served;
         p.served_per_s = served as f64 / 10.0;
         p
+    }
+
+    #[test]
+    fn the_stop_rule_counts_consecutive_misses_and_a_met_step_resets_it() {
+        let miss = || Some("slow".to_owned());
+        let mut rule = StopRule::new(2);
+        assert!(!rule.step("1000/s", None));
+        assert!(!rule.step("2000/s", miss()));
+        assert!(!rule.step("4000/s", None), "a met step starts the count again");
+        assert!(!rule.step("6000/s", miss()));
+        assert!(rule.step("8000/s", miss()));
+        let names: Vec<&str> = rule.missed().iter().map(|m| m.phase.as_str()).collect();
+        assert_eq!(names, ["6000/s", "8000/s"]);
+        let mut one = StopRule::new(1);
+        assert!(one.step("1000/s", miss()));
+    }
+
+    #[test]
+    fn a_step_misses_when_the_generator_fell_behind_a_press_failed_or_it_was_slow() {
+        let limits = ValidityLimits::default();
+        let seen = |p99: f64| Percentiles {
+            count: 100,
+            p99_ms: p99,
+            ..Percentiles::default()
+        };
+        let met = StepSoFar {
+            planned: 10_000,
+            sent_on_time: 10_000,
+            answered: 9_990,
+            accepted: 9_990,
+            schedule_lag_p99_ms: 1.0,
+            press_to_sse: seen(40.0),
+        };
+        assert_eq!(step_miss(100.0, &limits, &met), None);
+        // Outbox presses are seen only after the load: nothing to judge.
+        let unseen = StepSoFar {
+            press_to_sse: Percentiles::default(),
+            ..met.clone()
+        };
+        assert_eq!(step_miss(100.0, &limits, &unseen), None);
+        for (step, why) in [
+            (
+                StepSoFar {
+                    sent_on_time: 6_000,
+                    ..met.clone()
+                },
+                "sent 6000 of 10000",
+            ),
+            (
+                StepSoFar {
+                    schedule_lag_p99_ms: 900.0,
+                    ..met.clone()
+                },
+                "900.0 ms late",
+            ),
+            (
+                StepSoFar {
+                    accepted: 9_980,
+                    ..met.clone()
+                },
+                "10 presses failed",
+            ),
+            (
+                StepSoFar {
+                    press_to_sse: seen(140.0),
+                    ..met.clone()
+                },
+                "140.0 ms over 100 ms",
+            ),
+        ] {
+            let reason = step_miss(100.0, &limits, &step).expect(why);
+            assert!(reason.contains(why), "{why}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_knee_at_the_ramps_last_step_is_a_lower_bound() {
+        let s = scenario("[knee]\np99_press_to_sse_ms = 100\n");
+        let ok = |rate: f64| phase(rate, 10_000, 10_000, 10_000, 40.0);
+        let mut warm = ok(500.0);
+        warm.warmup = true;
+        let ramp = [warm.clone(), ok(1000.0), ok(2000.0)];
+        let k = knee(&s, &ramp);
+        assert_eq!(k, Some(2000.0));
+        assert!(knee_is_lower_bound(k, &ramp));
+        assert_eq!(knee_text(16000.0, true), "≥ 16,000 (the ramp's last step)");
+        assert_eq!(knee_text(16000.0, false), "16000");
+        // The last step missed: the knee is where the ramp found it.
+        let slow = phase(4000.0, 40_000, 40_000, 40_000, 140.0);
+        let ramp = [warm.clone(), ok(1000.0), ok(2000.0), slow];
+        assert!(!knee_is_lower_bound(knee(&s, &ramp), &ramp));
+        // A stopped ramp's steps not run are no knee, and no bound either.
+        let mut not_run = ok(8000.0);
+        not_run.not_run = true;
+        let ramp = [warm, ok(1000.0), ok(2000.0), not_run];
+        assert_eq!(knee(&s, &ramp), Some(2000.0));
+        assert!(!knee_is_lower_bound(Some(2000.0), &ramp));
+    }
+
+    #[test]
+    fn a_summary_stored_before_the_stop_rule_still_loads() {
+        let mut old = serde_json::to_value(phase(1000.0, 10, 10, 10, 1.0)).expect("json");
+        assert!(old.get("not_run").is_none(), "false is not written");
+        old.as_object_mut().expect("object").remove("not_run");
+        let p: PhaseSummary = serde_json::from_value(old).expect("loads");
+        assert!(!p.not_run);
+        let stop = RampStop {
+            after: "6000/s".into(),
+            missed: vec![
+                StepMiss {
+                    phase: "4000/s".into(),
+                    reason: "p99 press-to-SSE 140.0 ms over 100 ms".into(),
+                },
+                StepMiss {
+                    phase: "6000/s".into(),
+                    reason: "generator fell behind".into(),
+                },
+            ],
+            not_run: vec!["8000/s".into(), "10000/s".into()],
+        };
+        let text = stop.describe();
+        assert!(
+            text.starts_with("stopped: 2 steps missed the objective")
+                && text.ends_with("not run: 8000/s, 10000/s"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -976,6 +1282,8 @@ mod tests {
             phases: vec![],
             cost_us_per_press: BTreeMap::new(),
             knee_per_s: None,
+            knee_is_lower_bound: false,
+            stopped: None,
             press_path: None,
             lag_peak: 0.0,
             lag_recovery_s: None,
@@ -990,6 +1298,13 @@ mod tests {
             passed: true,
         };
         let results = check_asserts(&s, &summary);
+        // A summary stored before the stop rule and the knee's bound loads.
+        let mut old = serde_json::to_value(&summary).expect("json");
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("knee_is_lower_bound");
+        fields.remove("stopped");
+        let read: Summary = serde_json::from_value(old).expect("an old summary loads");
+        assert!(!read.knee_is_lower_bound && read.stopped.is_none());
         assert_eq!(results.len(), 2);
         assert!(!results[0].passed && results[0].name == "p99_press_ms");
         assert!(results[1].passed);
