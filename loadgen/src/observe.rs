@@ -9,24 +9,37 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Opens `count` listeners spread over the service instances.
+/// Opens `count` listeners spread over the service instances: listener
+/// `j` starts on instance `j % N`.
 pub fn spawn_listeners(
     count: usize,
     service_urls: &[String],
     recorder: &Arc<Recorder>,
     stop: &button_infra::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let urls: Arc<[String]> = service_urls
+        .iter()
+        .map(|u| format!("{u}/v1/states/stream"))
+        .collect();
     (0..count.max(1))
         .map(|i| {
-            let url = format!("{}/v1/states/stream", service_urls[i % service_urls.len()]);
-            tokio::spawn(listen(url, i == 0, recorder.clone(), stop.clone()))
+            tokio::spawn(listen(
+                urls.clone(),
+                i % urls.len(),
+                i == 0,
+                recorder.clone(),
+                stop.clone(),
+            ))
         })
         .collect()
 }
 
-/// One SSE connection; reconnects (with `Last-Event-ID`) if it drops.
+/// One SSE connection; if it drops or cannot be made, reconnects (with
+/// `Last-Event-ID`) to the next instance, as a client behind a load
+/// balancer would land on one that is still up.
 async fn listen(
-    url: String,
+    urls: Arc<[String]>,
+    mut at: usize,
     tracking: bool,
     recorder: Arc<Recorder>,
     stop: button_infra::CancellationToken,
@@ -35,8 +48,14 @@ async fn listen(
         return;
     };
     let mut last_id: Option<i64> = None;
+    let mut retrying = false;
     while !stop.is_cancelled() {
-        let mut request = client.get(&url).header("accept", "text/event-stream");
+        if retrying {
+            at = (at + 1) % urls.len();
+        }
+        retrying = true;
+        let url = &urls[at];
+        let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_id {
             request = request.header("last-event-id", id.to_string());
         }
