@@ -231,8 +231,7 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
                                         .expect("a key of visible ASCII")
                                 });
                                 tokio::task::spawn_local(async move {
-                                    let sent =
-                                        open_press(&client, instance, &api, pow, key).await;
+                                    let sent = open_press(&client, instance, &api, pow, key).await;
                                     if sent.retried {
                                         recorder.retried_elsewhere();
                                     }
@@ -458,4 +457,113 @@ async fn closed_phase(
         .await
         .with_context(|| format!("running phase {} (closed model)", phase.name))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const ACCEPTED: &str = r#"{"request_id":"r-1","partition":0,"offset":7,"accepted_at_ms":1}"#;
+
+    /// A port nothing listens on: connections are refused.
+    fn closed_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }
+
+    /// A service that reads each request (kept in `seen`) and answers 202,
+    /// or, with `drop_unanswered`, reads it and hangs up.
+    async fn service(drop_unanswered: bool, seen: Arc<Mutex<Vec<String>>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                    if drop_unanswered {
+                        return;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ACCEPTED}",
+                        ACCEPTED.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    async fn around(urls: Vec<String>, key: Option<&'static str>) -> Sent {
+        tokio::task::LocalSet::new()
+            .run_until(async move {
+                let client = PressClient::new(&urls).unwrap();
+                let key = key.map(HeaderValue::from_static);
+                press_around(&client, 0, Bytes::from_static(b"{}"), key).await
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_refused_press_goes_to_the_next_instance_with_its_key() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let live = service(false, seen.clone()).await;
+        let sent = around(vec![closed_port(), live], Some("run-42")).await;
+        assert_eq!(sent.answer.unwrap().request_id, "r-1");
+        assert!(sent.retried && !sent.unknown);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains("idempotency-key: run-42"), "{}", seen[0]);
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_press_is_retried_under_the_same_key_and_marked_unknown() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let dying = service(true, seen.clone()).await;
+        let live = service(false, seen.clone()).await;
+        let sent = around(vec![dying, live], Some("run-43")).await;
+        assert!(sent.answer.is_ok(), "{:?}", sent.answer.err());
+        assert!(sent.retried && sent.unknown);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|r| r.contains("idempotency-key: run-43")));
+    }
+
+    #[tokio::test]
+    async fn without_a_key_a_press_is_not_retried() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let live = service(false, seen.clone()).await;
+        let sent = around(vec![closed_port(), live], None).await;
+        assert!(
+            matches!(sent.answer, Err(Failure::NotSent { .. })),
+            "{:?}",
+            sent.answer
+        );
+        assert!(!sent.retried && seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_instance_dead_after_an_unanswered_attempt_counts_as_unanswered() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let dying = service(true, seen.clone()).await;
+        let sent = around(vec![dying, closed_port()], Some("run-44")).await;
+        // The first attempt may have stored the press: not "not sent".
+        assert!(
+            matches!(sent.answer, Err(Failure::NoAnswer(_))),
+            "{:?}",
+            sent.answer
+        );
+        assert!(sent.retried && sent.unknown);
+    }
 }

@@ -1207,7 +1207,8 @@ mod tests {
 
     #[test]
     fn the_replicas_scenario_kills_the_second_of_two_instances_and_brings_it_back() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/replicas-service-kill.toml");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/replicas-service-kill.toml");
         let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.stack.services, 2);
         assert_eq!(s.faults.len(), 1);

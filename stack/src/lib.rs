@@ -495,7 +495,10 @@ impl Stack {
                 // own: pseudonyms and the request ids of Idempotency-Keys
                 // must agree across instances (a retry on another
                 // instance is the same press) and across restarts.
-                .env("BUTTON_SECRET", format!("stack-wide:{}", self.root.display()))
+                .env(
+                    "BUTTON_SECRET",
+                    format!("stack-wide:{}", self.root.display()),
+                )
                 .envs(self.config.service_env.clone()),
             Component::Reducer => Spec::new(locate::button_bin("button-reducer")?, log)
                 .envs(self.common_env())
