@@ -541,6 +541,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_still_held_by_an_unanswered_attempt_is_tried_again() {
+        // Instance 0 drops every press; instance 1 first says the key is
+        // in flight (the dropped attempt's reservation), then accepts.
+        let dropped = Arc::new(Mutex::new(Vec::new()));
+        let dying = service(true, dropped.clone()).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let busy = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for n in 0.. {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let (status, body) = if n == 0 {
+                    ("409 Conflict", r#"{"error":"idempotency_in_progress"}"#)
+                } else {
+                    ("202 Accepted", ACCEPTED)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let sent = around(vec![dying, busy], Some("run-45")).await;
+        assert!(sent.answer.is_ok(), "{:?}", sent.answer.err());
+        assert!(sent.retried && sent.unknown);
+        assert_eq!(dropped.lock().unwrap().len(), 2, "0, 1 (409), 0, 1 (202)");
+    }
+
+    #[tokio::test]
     async fn without_a_key_a_press_is_not_retried() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let live = service(false, seen.clone()).await;
