@@ -17,6 +17,14 @@
 //!   presses against (its answers are served, never accepted presses).
 //! - Closed model (`users`): a goose attack for the phase, users sharing
 //!   one client, each pressing as soon as its last answer came.
+//! - Several service instances: an open-model press whose instance fails
+//!   at the connection level (refused, reset, no answer) goes to the next
+//!   one, as a browser behind a load balancer would. Every press then
+//!   carries an `Idempotency-Key` unique in the run, and its retries the
+//!   same one: the service derives the request id from it, so an attempt
+//!   whose outcome is unknown and its retry are one press, counted once.
+//!   With one instance there is nowhere else to go: no key, no retry, and
+//!   the press path measured stays the one without the idempotency guard.
 
 use crate::recorder::Recorder;
 use crate::scenario::{Endpoint, Scenario, ValidityLimits};
@@ -27,6 +35,7 @@ use anyhow::Context;
 use button_client::{Accepted, Api};
 use bytes::Bytes;
 use goose::prelude::*;
+use hyper::header::HeaderValue;
 use std::rc::Rc;
 use std::sync::Arc;
 #[cfg(test)]
@@ -50,6 +59,10 @@ pub struct Target {
     pow: bool,
     max_in_flight: usize,
     threads: usize,
+    /// Prefix of every press's `Idempotency-Key` (several instances only):
+    /// unique per run, so a stack that outlives a run (the external
+    /// driver) never replays an earlier run's answer.
+    key_prefix: Option<String>,
 }
 
 impl Target {
@@ -69,12 +82,21 @@ impl Target {
             pow,
             max_in_flight,
             threads: sending_threads(threads, max_in_flight),
+            key_prefix: (service_urls.len() > 1).then(run_nonce),
         })
     }
 
     fn api(&self, i: u64) -> &Api {
         pick(&self.apis, i)
     }
+}
+
+/// A run's mark for its keys: the clock in nanoseconds and the process id.
+fn run_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("lg-{nanos:x}-{:x}", std::process::id())
 }
 
 /// Sending threads for `[load] threads` (0: one per core), at most one
@@ -250,9 +272,20 @@ fn spawn_sender(k: usize, recorder: &Arc<Recorder>, target: &Target) -> anyhow::
                             Endpoint::Press => {
                                 let api = pick(&apis, n).clone();
                                 let pow = target.pow;
+                                // The press's place in the run names it.
+                                let key = target.key_prefix.as_ref().map(|p| {
+                                    HeaderValue::from_str(&format!("{p}-{}", first + i))
+                                        .expect("a key of visible ASCII")
+                                });
                                 tokio::task::spawn_local(async move {
-                                    let answer = open_press(&client, instance, &api, pow).await;
-                                    record(&recorder, index, due, answer);
+                                    let sent = open_press(&client, instance, &api, pow, key).await;
+                                    if sent.retried {
+                                        recorder.retried_elsewhere();
+                                    }
+                                    if let (Ok(a), true) = (&sent.answer, sent.unknown) {
+                                        recorder.maybe_stored_twice(&a.request_id);
+                                    }
+                                    record(&recorder, index, due, sent.answer);
                                     drop(permit);
                                 });
                             }
@@ -283,6 +316,15 @@ fn challenge_failed(e: anyhow::Error) -> Failure {
     }
 }
 
+/// How an open-model press ended, over every instance it tried.
+pub struct Sent {
+    pub answer: Result<Accepted, Failure>,
+    /// It went to another instance after a connection-level failure.
+    pub retried: bool,
+    /// An attempt got no answer: it may have stored the press.
+    pub unknown: bool,
+}
+
 /// One open-model press. With proof of work on, a press costs what it
 /// costs a real client: fetching a challenge and solving it count in its
 /// latency.
@@ -291,14 +333,82 @@ async fn open_press(
     instance: usize,
     api: &Api,
     pow: bool,
-) -> Result<Accepted, Failure> {
+    key: Option<HeaderValue>,
+) -> Sent {
     let body = if pow {
-        let pow = api.solved_challenge().await.map_err(challenge_failed)?;
-        Bytes::from(serde_json::json!({ "pow": pow }).to_string())
+        match api.solved_challenge().await {
+            Ok(pow) => Bytes::from(serde_json::json!({ "pow": pow }).to_string()),
+            Err(e) => {
+                return Sent {
+                    answer: Err(challenge_failed(e)),
+                    retried: false,
+                    unknown: false,
+                };
+            }
+        }
     } else {
         Bytes::from_static(b"{}")
     };
-    client.press(instance, body).await
+    press_around(client, instance, body, key).await
+}
+
+/// Attempts of one press, at most: every instance once, and room to wait
+/// out a key still held by an attempt on an instance that died (the
+/// service frees it after the produce deadline plus 5 s).
+fn max_attempts(instances: usize) -> usize {
+    2 * instances + 2
+}
+
+/// A press on `first`; with a key, sent to the next instance whenever the
+/// one tried fails at the connection level. A `409 idempotency_in_progress`
+/// after such a failure means the unanswered attempt still holds the key:
+/// tried again too, since only a retry can learn how that attempt ended.
+pub async fn press_around(
+    client: &PressClient,
+    first: usize,
+    body: Bytes,
+    key: Option<HeaderValue>,
+) -> Sent {
+    let instances = client.instances();
+    let mut unknown = false;
+    let mut attempt = 0;
+    loop {
+        let answer = client
+            .press_keyed((first + attempt) % instances, body.clone(), key.as_ref())
+            .await;
+        attempt += 1;
+        let again = key.is_some()
+            && instances > 1
+            && attempt < max_attempts(instances)
+            && match &answer {
+                Err(Failure::NotSent {
+                    code: "connect_failed",
+                    ..
+                })
+                | Err(Failure::NoAnswer(_)) => true,
+                Err(Failure::Refused { status: 409, code }) => {
+                    unknown && code == "idempotency_in_progress"
+                }
+                _ => false,
+            };
+        unknown |= matches!(answer, Err(Failure::NoAnswer(_)));
+        if again {
+            continue;
+        }
+        let answer = match answer {
+            // Whatever the last attempt said, an earlier one may have
+            // stored the press: the run counts it as unanswered.
+            Err(f) if unknown && !matches!(f, Failure::NoAnswer(_)) => Err(Failure::NoAnswer(
+                format!("an attempt got no answer, the last: {f:?}"),
+            )),
+            answer => answer,
+        };
+        return Sent {
+            answer,
+            retried: attempt > 1,
+            unknown,
+        };
+    }
 }
 
 /// A closed-model press, through the general client.
@@ -438,5 +548,141 @@ mod tests {
         let recorder = run_against_nothing(&ramp("")).await;
         assert!(recorder.stopped().is_none());
         assert_eq!(recorder.phases[1].sent.load(Ordering::Relaxed), 40);
+    }
+
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const ACCEPTED: &str = r#"{"request_id":"r-1","partition":0,"offset":7,"accepted_at_ms":1}"#;
+
+    /// A port nothing listens on: connections are refused.
+    fn closed_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }
+
+    /// A service that reads each request (kept in `seen`) and answers 202,
+    /// or, with `drop_unanswered`, reads it and hangs up.
+    async fn service(drop_unanswered: bool, seen: Arc<Mutex<Vec<String>>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                    if drop_unanswered {
+                        return;
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ACCEPTED}",
+                        ACCEPTED.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    async fn around(urls: Vec<String>, key: Option<&'static str>) -> Sent {
+        tokio::task::LocalSet::new()
+            .run_until(async move {
+                let client = PressClient::new(&urls).unwrap();
+                let key = key.map(HeaderValue::from_static);
+                press_around(&client, 0, Bytes::from_static(b"{}"), key).await
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_refused_press_goes_to_the_next_instance_with_its_key() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let live = service(false, seen.clone()).await;
+        let sent = around(vec![closed_port(), live], Some("run-42")).await;
+        assert_eq!(sent.answer.unwrap().request_id, "r-1");
+        assert!(sent.retried && !sent.unknown);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains("idempotency-key: run-42"), "{}", seen[0]);
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_press_is_retried_under_the_same_key_and_marked_unknown() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let dying = service(true, seen.clone()).await;
+        let live = service(false, seen.clone()).await;
+        let sent = around(vec![dying, live], Some("run-43")).await;
+        assert!(sent.answer.is_ok(), "{:?}", sent.answer.err());
+        assert!(sent.retried && sent.unknown);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|r| r.contains("idempotency-key: run-43")));
+    }
+
+    #[tokio::test]
+    async fn a_key_still_held_by_an_unanswered_attempt_is_tried_again() {
+        // Instance 0 drops every press; instance 1 first says the key is
+        // in flight (the dropped attempt's reservation), then accepts.
+        let dropped = Arc::new(Mutex::new(Vec::new()));
+        let dying = service(true, dropped.clone()).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let busy = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for n in 0.. {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let (status, body) = if n == 0 {
+                    ("409 Conflict", r#"{"error":"idempotency_in_progress"}"#)
+                } else {
+                    ("202 Accepted", ACCEPTED)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let sent = around(vec![dying, busy], Some("run-45")).await;
+        assert!(sent.answer.is_ok(), "{:?}", sent.answer.err());
+        assert!(sent.retried && sent.unknown);
+        assert_eq!(dropped.lock().unwrap().len(), 2, "0, 1 (409), 0, 1 (202)");
+    }
+
+    #[tokio::test]
+    async fn without_a_key_a_press_is_not_retried() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let live = service(false, seen.clone()).await;
+        let sent = around(vec![closed_port(), live], None).await;
+        assert!(
+            matches!(sent.answer, Err(Failure::NotSent { .. })),
+            "{:?}",
+            sent.answer
+        );
+        assert!(!sent.retried && seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_instance_dead_after_an_unanswered_attempt_counts_as_unanswered() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let dying = service(true, seen.clone()).await;
+        let sent = around(vec![dying, closed_port()], Some("run-44")).await;
+        // The first attempt may have stored the press: not "not sent".
+        assert!(
+            matches!(sent.answer, Err(Failure::NoAnswer(_))),
+            "{:?}",
+            sent.answer
+        );
+        assert!(sent.retried && sent.unknown);
     }
 }

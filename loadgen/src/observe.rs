@@ -18,7 +18,8 @@ struct Stamp {
     committed_at_ms: i64,
 }
 
-/// Opens `count` listeners spread over the service instances.
+/// Opens `count` listeners spread over the service instances: listener
+/// `j` starts on instance `j % N`.
 pub fn spawn_listeners(
     count: usize,
     service_urls: &[String],
@@ -29,12 +30,16 @@ pub fn spawn_listeners(
     // HTTP/1.1 response cannot share one), but not its own pool and
     // resolver.
     let client = reqwest::Client::new();
+    let urls: Arc<[String]> = service_urls
+        .iter()
+        .map(|u| format!("{u}/v1/states/stream"))
+        .collect();
     let mut tasks: Vec<_> = (0..count.max(1))
         .map(|i| {
-            let url = format!("{}/v1/states/stream", service_urls[i % service_urls.len()]);
             tokio::spawn(listen(
                 client.clone(),
-                url,
+                urls.clone(),
+                i % urls.len(),
                 i == 0,
                 recorder.clone(),
                 stop.clone(),
@@ -62,18 +67,27 @@ async fn watch_lateness(recorder: Arc<Recorder>, stop: button_infra::Cancellatio
     }
 }
 
-/// One SSE connection; reconnects (with `Last-Event-ID`) if it drops.
+/// One SSE connection; if it drops or cannot be made, reconnects (with
+/// `Last-Event-ID`) to the next instance, as a client behind a load
+/// balancer would land on one that is still up.
 async fn listen(
     client: reqwest::Client,
-    url: String,
+    urls: Arc<[String]>,
+    mut at: usize,
     tracking: bool,
     recorder: Arc<Recorder>,
     stop: button_infra::CancellationToken,
 ) {
     let mut last_id: Option<i64> = None;
     let mut ever_connected = false;
+    let mut retrying = false;
     while !stop.is_cancelled() {
-        let mut request = client.get(&url).header("accept", "text/event-stream");
+        if retrying {
+            at = (at + 1) % urls.len();
+        }
+        retrying = true;
+        let url = &urls[at];
+        let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_id {
             request = request.header("last-event-id", id.to_string());
         }

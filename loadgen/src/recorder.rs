@@ -140,6 +140,13 @@ pub struct Recorder {
     pub sent: AtomicU64,
     pub accepted: AtomicU64,
     pub unanswered: AtomicU64,
+    /// Presses sent again to another instance after a connection-level
+    /// failure (refused, reset, no answer), each counted once.
+    pub retried: AtomicU64,
+    /// Request ids of accepted presses that an earlier, unanswered attempt
+    /// may also have stored: the log may hold them twice (same id, which
+    /// the reducer counts once).
+    maybe_twice: Mutex<std::collections::HashSet<String>>,
     errors: Mutex<BTreeMap<String, u64>>,
     ledger: Mutex<Ledger>,
     accepted_presses: Mutex<Vec<AcceptedPress>>,
@@ -185,6 +192,8 @@ impl Recorder {
             sent: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             unanswered: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            maybe_twice: Mutex::new(std::collections::HashSet::new()),
             errors: Mutex::new(BTreeMap::new()),
             ledger: Mutex::new(Ledger::default()),
             accepted_presses: Mutex::new(Vec::with_capacity(planned_presses as usize)),
@@ -227,6 +236,22 @@ impl Recorder {
                 .p99_ms,
             press_to_sse: crate::measure::Percentiles::of(&stats.press_to_sse.total()),
         }
+    }
+
+    /// A press went to another instance after a connection-level failure.
+    pub fn retried_elsewhere(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An accepted press whose earlier attempt got no answer: that attempt
+    /// may have stored it too, under the same request id.
+    pub fn maybe_stored_twice(&self, request_id: &str) {
+        lock(&self.maybe_twice).insert(request_id.to_owned());
+    }
+
+    /// Request ids that may be in the log twice (see [`Self::maybe_stored_twice`]).
+    pub fn maybe_twice(&self) -> std::collections::HashSet<String> {
+        lock(&self.maybe_twice).clone()
     }
 
     /// Whether phase `phase` sends presses (rather than live checks).

@@ -160,6 +160,13 @@ pub fn markdown(scenario: &Scenario, s: &Summary, meta: &Meta) -> anyhow::Result
         s.drain_s
             .map_or("never".to_owned(), |d| format!("{d:.2} s"))
     )?;
+    if s.retried > 0 {
+        writeln!(
+            md,
+            "Presses retried on another instance after a connection-level failure: {}.\n",
+            s.retried
+        )?;
+    }
     writeln!(
         md,
         "| latency (ms, steady phases) | count | p50 | p90 | p99 | p99.9 | max |"
@@ -328,6 +335,9 @@ pub fn print_summary(s: &Summary, meta: &Meta, dir: &Path) {
         s.drain_s
             .map_or("never".to_owned(), |d| format!("{d:.2} s"))
     );
+    if s.retried > 0 {
+        println!("  retried on another instance {}", s.retried);
+    }
     println!(
         "  {:<18} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"

@@ -480,6 +480,7 @@ async fn judge_exactly_once(
         drained: drained.drain_s.is_some(),
         gaps_allowed: ingest == Ingest::Direct,
         repeats_expected: ingest == Ingest::Outbox,
+        maybe_twice: &recorder.maybe_twice(),
     })
 }
 
@@ -657,6 +658,7 @@ fn summarise(
         accepted: recorder.accepted.load(Ordering::Relaxed),
         errors,
         unanswered: recorder.unanswered.load(Ordering::Relaxed),
+        retried: recorder.retried.load(Ordering::Relaxed),
         accepted_per_s: steady_accepted as f64 / steady_span_s.max(1e-9),
         error_rate: if sent == 0 {
             0.0

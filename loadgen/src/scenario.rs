@@ -1258,6 +1258,22 @@ mod tests {
     }
 
     #[test]
+    fn the_replicas_scenario_kills_the_second_of_two_instances_and_brings_it_back() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/replicas-service-kill.toml");
+        let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.stack.services, 2);
+        assert_eq!(s.faults.len(), 1);
+        let f = &s.faults[0];
+        assert_eq!(
+            (f.at_s, f.action, f.component(), f.for_s),
+            (10.0, FaultAction::Kill, Component::Service(1), Some(5.0))
+        );
+        assert_eq!(s.phases[0].rate, Some(1000.0));
+        assert_eq!((s.asserts.lost, s.asserts.duplicated), (Some(0), Some(0)));
+    }
+
+    #[test]
     fn shipped_scenarios_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let mut seen = 0;

@@ -367,6 +367,10 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     #[serde(default)]
     pub unanswered: u64,
+    /// Presses sent again to another service instance after the first one
+    /// failed at the connection level (several instances), each once.
+    #[serde(default)]
+    pub retried: u64,
     /// Accepted presses of the steady phases over the time they took
     /// (their planned length, or longer when sent late).
     pub accepted_per_s: f64,
@@ -1268,6 +1272,7 @@ mod tests {
             accepted: 1000,
             errors: BTreeMap::new(),
             unanswered: 0,
+            retried: 0,
             accepted_per_s: 100.0,
             error_rate: 0.0,
             press_latency: Percentiles {

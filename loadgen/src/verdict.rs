@@ -21,7 +21,7 @@
 use crate::recorder::AcceptedPress;
 use crate::topic::TopicRecord;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the verdict is judged from.
 pub struct JudgeInput<'a> {
@@ -52,6 +52,10 @@ pub struct JudgeInput<'a> {
     /// sends the rows again). A repeat is then no failure as long as it
     /// was not counted; on the Kafka path only a faulty producer repeats.
     pub repeats_expected: bool,
+    /// Accepted request ids an earlier, unanswered attempt of the same
+    /// press (same `Idempotency-Key`, so same request id) may also have
+    /// stored: in the log twice is then no failure, counted twice is.
+    pub maybe_twice: &'a HashSet<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -239,7 +243,8 @@ fn judge_identity(
         ));
     }
     v.repeated_request_ids = at.values().map(|p| p.len() as u64 - 1).sum();
-    let mut named = std::collections::HashSet::with_capacity(input.accepted.len());
+    let mut named = HashSet::with_capacity(input.accepted.len());
+    let mut unexpected_repeats = 0u64;
     for a in input.accepted {
         named.insert(a.request_id.as_str());
         let here = by_position.get(&(a.partition, a.offset));
@@ -248,6 +253,9 @@ fn judge_identity(
         }
         if at.get(a.request_id.as_str()).is_some_and(|p| p.len() > 1) {
             v.duplicated_in_topic += 1;
+            if !input.maybe_twice.contains(&a.request_id) {
+                unexpected_repeats += 1;
+            }
         }
     }
     v.stored_without_202 = at.keys().filter(|id| !named.contains(*id)).count() as u64;
@@ -260,10 +268,9 @@ fn judge_identity(
             v.lost
         ));
     }
-    if v.duplicated_in_topic > 0 && !input.repeats_expected {
+    if unexpected_repeats > 0 && !input.repeats_expected {
         reasons.push(format!(
-            "{} accepted request ids are in the topic more than once",
-            v.duplicated_in_topic
+            "{unexpected_repeats} accepted request ids are in the topic more than once"
         ));
     }
     if v.duplicated > 0 {
@@ -311,6 +318,7 @@ mod tests {
         unanswered: u64,
         sse: Option<u64>,
         drained: bool,
+        maybe_twice: HashSet<String>,
     }
 
     fn id(i: i64) -> String {
@@ -343,6 +351,7 @@ mod tests {
             unanswered: 0,
             sse: Some(n as u64),
             drained: true,
+            maybe_twice: HashSet::new(),
         }
     }
 
@@ -350,6 +359,7 @@ mod tests {
         JudgeInput {
             gaps_allowed: false,
             repeats_expected: false,
+            maybe_twice: &c.maybe_twice,
             accepted: &c.accepted,
             topic: Some(&c.topic),
             topic_error: None,
@@ -420,6 +430,29 @@ mod tests {
         c.counter_after = 11;
         let v = judge(&c);
         assert_eq!(v.duplicated, 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_press_retried_after_an_unanswered_attempt_may_be_in_the_log_twice() {
+        // The unanswered attempt stored request 4 at offset 4; its retry
+        // on another instance, same key and so same id, at offset 10.
+        let mut c = clean_case(10);
+        c.accepted[4].offset = 10;
+        c.topic.push(TopicRecord {
+            partition: 0,
+            offset: 10,
+            request_id: Some(id(4)),
+        });
+        c.after = [(0, 10)].into();
+        let v = judge(&c);
+        assert!(!v.clean, "not known to be a retry: {v:?}");
+        c.maybe_twice.insert(id(4));
+        let v = judge(&c);
+        assert!(v.clean, "{v:?}");
+        assert_eq!((v.duplicated_in_topic, v.lost, v.duplicated), (1, 0, 0));
+        // Counted twice is still a duplicate.
+        c.counter_after = 11;
+        assert_eq!(judge(&c).duplicated, 1);
     }
 
     #[test]
@@ -563,6 +596,7 @@ mod tests {
         let v = Verdict::judge(&JudgeInput {
             gaps_allowed: false,
             repeats_expected: false,
+            maybe_twice: &c.maybe_twice,
             accepted: &c.accepted,
             topic: None,
             topic_error: Some("no broker address".into()),

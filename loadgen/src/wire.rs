@@ -30,6 +30,7 @@ pub const PRESS_TIMEOUT: Duration = Duration::from_secs(30);
 const PRESS_PATH: &str = "/v1/events/press";
 /// The service's trivial endpoint: what the HTTP stack alone serves.
 const LIVE_PATH: &str = "/health/live";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Why a service URL cannot be pressed.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +99,27 @@ impl PressClient {
 
     /// `POST /v1/events/press` with `body` on instance `instance`.
     pub async fn press(&self, instance: usize, body: Bytes) -> Result<Accepted, Failure> {
+        self.press_keyed(instance, body, None).await
+    }
+
+    /// A press carrying `Idempotency-Key: key`, so that a retry of it on
+    /// any instance is the same press to the service.
+    pub async fn press_keyed(
+        &self,
+        instance: usize,
+        body: Bytes,
+        key: Option<&HeaderValue>,
+    ) -> Result<Accepted, Failure> {
         let endpoint = &self.endpoints[instance % self.endpoints.len()];
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(endpoint.uri.clone())
             .header(HOST, endpoint.host_header.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = key {
+            request = request.header(IDEMPOTENCY_KEY, key.clone());
+        }
+        let request = request
             .body(Full::new(body))
             .expect("a request from valid parts");
         let (status, body) = timed_exchange(endpoint, request).await?;

@@ -45,6 +45,7 @@ async fn judge(
     Verdict::judge(&JudgeInput {
         gaps_allowed: false,
         repeats_expected: false,
+        maybe_twice: &Default::default(),
         accepted,
         topic: Some(&topic),
         topic_error: None,

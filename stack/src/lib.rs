@@ -491,6 +491,14 @@ impl Stack {
                     "BUTTON_HTTP_ADDR",
                     format!("127.0.0.1:{}", e.service_ports[i]),
                 )
+                // One secret for every instance, unless the test sets its
+                // own: pseudonyms and the request ids of Idempotency-Keys
+                // must agree across instances (a retry on another
+                // instance is the same press) and across restarts.
+                .env(
+                    "BUTTON_SECRET",
+                    format!("stack-wide:{}", self.root.display()),
+                )
                 .envs(self.config.service_env.clone()),
             Component::Reducer => Spec::new(locate::button_bin("button-reducer")?, log)
                 .envs(self.common_env())
