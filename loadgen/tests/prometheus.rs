@@ -52,7 +52,10 @@ impl Prometheus {
         let out = std::fs::File::create(&log).expect("log");
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
@@ -130,7 +133,9 @@ fn targets(name: &str, stack: &Stack) -> Vec<Target> {
 /// The same shape as `compose/prometheus-cluster.yml`: one job per binary,
 /// each target labelled with its own `instance`.
 fn prometheus_yml(targets: &[Target]) -> String {
-    let mut yml = String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n");
+    let mut yml = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
     for job in ["button-service", "button-reducer", "button-relay"] {
         writeln!(yml, "  - job_name: {job}\n    static_configs:").unwrap();
         for t in targets.iter().filter(|t| t.job == job) {
@@ -258,7 +263,11 @@ fn emptiness(answer: &serde_json::Value) -> Option<String> {
 /// Presses through every instance until stopped, a few dozen a second
 /// each: enough for every rate and quantile, little enough for a shared
 /// machine.
-fn press_everywhere(apis: Vec<Api>, done: Arc<AtomicBool>, accepted: Arc<AtomicUsize>) -> Vec<tokio::task::JoinHandle<()>> {
+fn press_everywhere(
+    apis: Vec<Api>,
+    done: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     apis.into_iter()
         .map(|api| {
             let done = done.clone();
@@ -280,7 +289,11 @@ async fn every_dashboard_panel_has_data_in_a_real_prometheus() {
     init_test_logs();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let queries = panel_queries(&root.join("grafana/dashboards"));
-    assert!(queries.len() >= 10, "only {} panel queries found", queries.len());
+    assert!(
+        queries.len() >= 10,
+        "only {} panel queries found",
+        queries.len()
+    );
 
     let config = |ingest, relays| StackConfig {
         services: 2,
@@ -336,7 +349,12 @@ async fn every_dashboard_panel_has_data_in_a_real_prometheus() {
                 .into_iter()
                 .flatten()
                 .filter(|t| t["health"] != "up")
-                .map(|t| format!("{} {}: {}", t["labels"]["instance"], t["scrapeUrl"], t["lastError"]))
+                .map(|t| {
+                    format!(
+                        "{} {}: {}",
+                        t["labels"]["instance"], t["scrapeUrl"], t["lastError"]
+                    )
+                })
                 .collect();
             panic!(
                 "{n} of {} targets up after 60 s: {down:?}; prometheus log:\n{}",
@@ -349,7 +367,9 @@ async fn every_dashboard_panel_has_data_in_a_real_prometheus() {
 
     let apis: Vec<Api> = stacks
         .iter()
-        .flat_map(|(_, s)| (0..s.endpoints().service_ports.len()).map(|i| Api::new(s.service_url(i))))
+        .flat_map(|(_, s)| {
+            (0..s.endpoints().service_ports.len()).map(|i| Api::new(s.service_url(i)))
+        })
         .collect();
     let mut streams = Vec::new();
     for api in &apis {
