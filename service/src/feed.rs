@@ -136,10 +136,28 @@ async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Snapshot>>) {
 pub fn offer(tx: &watch::Sender<Arc<Snapshot>>, snapshot: Snapshot) {
     tx.send_if_modified(|current| {
         if snapshot.id > current.id {
+            observe_age(&snapshot);
             *current = Arc::new(snapshot);
             true
         } else {
             false
         }
     });
+}
+
+/// The end-to-end latency the dashboards show: from the acceptance of the
+/// state's oldest press (its `first_event_ms`, stamped by the service that
+/// took it) to this instance handing the state to its stream clients. One
+/// histogram of the whole path, since adding the stages' percentiles
+/// measures nothing. Ticks carry no press and are not observed.
+fn observe_age(snapshot: &Snapshot) {
+    let Some(first) = snapshot.first_event_ms else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // Clocks of different hosts may disagree by a little: never negative.
+    let age_s = (now_ms - first).max(0) as f64 / 1000.0;
+    metrics::histogram!("service_state_age_seconds").record(age_s);
 }

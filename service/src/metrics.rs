@@ -107,6 +107,14 @@ pub const METRICS: &[Metric] = &[
         buckets: &[],
     },
     Metric {
+        name: "service_state_age_seconds",
+        kind: Kind::Histogram,
+        unit: "seconds",
+        labels: &[],
+        help: "Age of each newer state's oldest press (from its acceptance, `first_event_ms`) when the state reaches this instance's stream clients: press to push, end to end. Ticks are not observed.",
+        buckets: REQUEST_SECONDS,
+    },
+    Metric {
         name: "service_redis_up",
         kind: Kind::Gauge,
         unit: "boolean",
