@@ -176,6 +176,12 @@ pub struct StackSection {
     pub relays: usize,
     pub partitions: i32,
     pub services: usize,
+    /// Reducers started (local driver), fault targets `reducer`,
+    /// `reducer-1`, ... With `[reducer] assignment = "group"` they share
+    /// the partitions and fail over to each other; with `manual` (the
+    /// default) every one reads every partition and the extra ones are
+    /// standbys whose writes queue behind the first's.
+    pub reducers: usize,
     /// The local broker's storage engine: `sqlite` or `memory`.
     pub broker_storage: String,
     /// The compose driver's file.
@@ -199,6 +205,7 @@ impl Default for StackSection {
             relays: 1,
             partitions: 1,
             services: 1,
+            reducers: 1,
             broker_storage: "sqlite".to_owned(),
             compose_file: "compose/docker-compose.yml".to_owned(),
             service_url: None,
@@ -436,6 +443,12 @@ impl Scenario {
                 "must be at least 1".into(),
             ));
         }
+        if self.stack.reducers < 1 {
+            return Err(invalid(
+                "stack.reducers".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.stack.relays < 1 {
             return Err(invalid("stack.relays".into(), "must be at least 1".into()));
         }
@@ -479,6 +492,12 @@ impl Scenario {
                 return Err(invalid(
                     "stack.services".into(),
                     "the compose stack has one service instance".into(),
+                ));
+            }
+            Driver::Compose if self.stack.reducers != 1 => {
+                return Err(invalid(
+                    "stack.reducers".into(),
+                    "the compose stack has one reducer".into(),
                 ));
             }
             _ => {}
@@ -551,6 +570,9 @@ impl Scenario {
             }
             Component::Relay(n) if n >= self.stack.relays => {
                 Some(format!("there are {} relays", self.stack.relays))
+            }
+            Component::Reducer(n) if n >= self.stack.reducers => {
+                Some(format!("there are {} reducers", self.stack.reducers))
             }
             _ => None,
         }
