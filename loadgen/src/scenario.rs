@@ -648,7 +648,7 @@ impl Scenario {
                 return Err((
                     format!("profile.targets[{i}]"),
                     format!(
-                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, postgres, redis, relay, relay-N (ingest outbox) or loadgen",
+                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, reducer-N (N < [stack] reducers), postgres, redis, relay, relay-N (ingest outbox) or loadgen",
                         self.stack.services
                     ),
                 ));
@@ -1225,6 +1225,42 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{profile}: {err}");
         }
+    }
+
+    #[test]
+    fn reducers_are_counted_and_each_one_is_a_fault_target() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/reducer-group-kill.toml");
+        let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.stack.reducers, 2);
+        assert_eq!(s.stack.partitions, 4);
+        assert_eq!(s.reducer["assignment"].as_str(), Some("group"));
+        assert_eq!(s.faults[0].target, "reducer-1");
+        assert_eq!(
+            s.faults[0].target.parse::<Component>().ok(),
+            Some(Component::Reducer(1))
+        );
+        assert_eq!(Component::Reducer(0).to_string(), "reducer");
+        assert_eq!(Component::Reducer(1).to_string(), "reducer-1");
+        assert_eq!(
+            "reducer-0".parse::<Component>().ok(),
+            Some(Component::Reducer(0))
+        );
+
+        let one =
+            format!("[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"reducer-1\"\n{MINIMAL}");
+        let err = parse(Path::new("scenarios/test.toml"), &one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fault[0].target") && err.contains("1 reducers"),
+            "{err}"
+        );
+        let none = format!("[stack]\nreducers = 0\n{MINIMAL}");
+        let err = parse(Path::new("scenarios/test.toml"), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stack.reducers"), "{err}");
     }
 
     #[test]

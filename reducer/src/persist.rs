@@ -287,14 +287,9 @@ impl Persister {
             tx.rollback().await?;
             return Ok(Outcome::Unchanged(newer));
         };
-        let snapshot = button_store::append_snapshot(
-            &mut tx,
-            base.id,
-            &folded.state,
-            &self.rules_hash,
-            info,
-        )
-        .await?;
+        let snapshot =
+            button_store::append_snapshot(&mut tx, base.id, &folded.state, &self.rules_hash, info)
+                .await?;
         button_store::add_country_counts(&mut tx, &folded.countries).await?;
         tx.commit().await?;
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db")

@@ -185,13 +185,13 @@ impl Reducer {
             Err((reason, detail)) => {
                 batch.pending.skipped.push((partition, offset));
                 batch.poison.push(Poison {
-                partition,
-                offset,
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                reason,
-                detail,
-            });
+                    partition,
+                    offset,
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    reason,
+                    detail,
+                });
             }
         }
     }
@@ -233,12 +233,16 @@ impl Reducer {
         let rules = &self.rules;
         let written = self
             .persister
-            .write(|base| pending.fold_onto(base, rules), info, async || {
-                dead_letters
-                    .send_from(poison, &mut dead_lettered)
-                    .await
-                    .map_err(|e| format!("dead-letter topic: {e}"))
-            })
+            .write(
+                |base| pending.fold_onto(base, rules),
+                info,
+                async || {
+                    dead_letters
+                        .send_from(poison, &mut dead_lettered)
+                        .await
+                        .map_err(|e| format!("dead-letter topic: {e}"))
+                },
+            )
             .await?;
         self.after_write(written).await
     }

@@ -43,11 +43,16 @@ async fn offsets(stack: &Stack) -> BTreeMap<i32, i64> {
 
 /// Waits until every partition has moved past `from` (presses flow to
 /// all of them, so a partition nobody reads is the one that stays).
-async fn every_partition_moves(stack: &Stack, from: &BTreeMap<i32, i64>, bound: Duration) -> Duration {
+async fn every_partition_moves(
+    stack: &Stack,
+    from: &BTreeMap<i32, i64>,
+    bound: Duration,
+) -> Duration {
     let started = Instant::now();
     loop {
         let now = offsets(stack).await;
-        let moved = (0..PARTITIONS).all(|p| now.get(&p).copied().unwrap_or(-1) > from.get(&p).copied().unwrap_or(-1));
+        let moved = (0..PARTITIONS)
+            .all(|p| now.get(&p).copied().unwrap_or(-1) > from.get(&p).copied().unwrap_or(-1));
         if moved {
             return started.elapsed();
         }
@@ -67,7 +72,10 @@ async fn exactly_once(stack: &Stack, api: &Api, ledger: &button_client::Ledger) 
         .await
         .expect("every press answered 202 is in PostgreSQL's newest state");
     let records: i64 = newest.offsets.values().map(|o| o + 1).sum();
-    assert_eq!(newest.counter as i64, records, "each record counted exactly once");
+    assert_eq!(
+        newest.counter as i64, records,
+        "each record counted exactly once"
+    );
     assert!(
         newest.counter >= ledger.accepted as u64,
         "counter {} below the {} presses answered 202",
@@ -125,7 +133,11 @@ async fn a_member_killed_under_load_hands_its_partitions_over_and_counts_each_pr
 
     let (ledger, refused) = presser.stop().await;
     tracing::info!(accepted = ledger.accepted, ?refused, "load done");
-    assert!(ledger.accepted >= 200, "presses went on ({})", ledger.accepted);
+    assert!(
+        ledger.accepted >= 200,
+        "presses went on ({})",
+        ledger.accepted
+    );
     exactly_once(&stack, &api, &ledger).await;
 }
 
@@ -150,7 +162,14 @@ async fn a_member_frozen_past_its_session_timeout_wakes_without_counting_twice()
 
     let (ledger, refused) = presser.stop().await;
     tracing::info!(accepted = ledger.accepted, ?refused, "load done");
-    assert!(ledger.accepted >= 200, "presses went on ({})", ledger.accepted);
+    assert!(
+        ledger.accepted >= 200,
+        "presses went on ({})",
+        ledger.accepted
+    );
     exactly_once(&stack, &api, &ledger).await;
-    assert!(stack.is_running(Component::Reducer(1)), "the woken member carries on");
+    assert!(
+        stack.is_running(Component::Reducer(1)),
+        "the woken member carries on"
+    );
 }

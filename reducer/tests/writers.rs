@@ -123,7 +123,11 @@ async fn writers_appending_at_once_all_land() {
         .fetch_one(&pool)
         .await
         .expect("count snapshots");
-    assert_eq!(snapshots, WRITERS as i64 * BATCHES, "one snapshot per batch");
+    assert_eq!(
+        snapshots,
+        WRITERS as i64 * BATCHES,
+        "one snapshot per batch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,14 +137,30 @@ async fn a_writer_waking_with_records_another_applied_counts_only_the_new_ones()
     let (mut owner, _) = writer(&pool).await;
     // The new owner of partition 0 applied offsets 0..=9 while the zombie
     // was frozen with 0..=14 in hand.
-    assert_eq!(write(&mut owner, &rules, &batch(0, 0..10)).await, Written::Committed);
-    assert_eq!(write(&mut zombie, &rules, &batch(0, 0..15)).await, Written::Committed);
+    assert_eq!(
+        write(&mut owner, &rules, &batch(0, 0..10)).await,
+        Written::Committed
+    );
+    assert_eq!(
+        write(&mut zombie, &rules, &batch(0, 0..15)).await,
+        Written::Committed
+    );
     let newest = zombie.persisted().clone();
-    assert_eq!(newest.counter, 15, "10 from the owner, 5 new from the zombie");
+    assert_eq!(
+        newest.counter, 15,
+        "10 from the owner, 5 new from the zombie"
+    );
     assert_eq!(newest.offsets.get(&0), Some(&14));
     // The owner, behind now, writes what the zombie applied: nothing new.
-    assert_eq!(write(&mut owner, &rules, &batch(0, 10..15)).await, Written::Unchanged);
-    assert_eq!(owner.persisted().id, newest.id, "it learnt the newest state");
+    assert_eq!(
+        write(&mut owner, &rules, &batch(0, 10..15)).await,
+        Written::Unchanged
+    );
+    assert_eq!(
+        owner.persisted().id,
+        newest.id,
+        "it learnt the newest state"
+    );
     let countries: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(presses), 0)::bigint FROM country_counts")
             .fetch_one(&pool)
