@@ -72,10 +72,10 @@ async fn a_reducer_killed_three_times_with_kafka_commits_far_behind_counts_each_
     .await;
     under_load(&mut stack, async |stack: &mut Stack| {
         for pause_ms in [450, 800, 650] {
-            stack.kill(Component::Reducer).expect("SIGKILL");
+            stack.kill(Component::Reducer(0)).expect("SIGKILL");
             tokio::time::sleep(Duration::from_millis(200)).await;
             stack
-                .start_component(Component::Reducer)
+                .start_component(Component::Reducer(0))
                 .await
                 .expect("reducer restarts");
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
@@ -89,9 +89,9 @@ async fn a_reducer_frozen_past_its_session_timeout_resumes_without_double_counti
     init_test_logs();
     let mut stack = stack(&[("BUTTON_CONSUMER", "session.timeout.ms=6000")]).await;
     under_load(&mut stack, async |stack: &mut Stack| {
-        stack.pause(Component::Reducer).expect("SIGSTOP");
+        stack.pause(Component::Reducer(0)).expect("SIGSTOP");
         tokio::time::sleep(Duration::from_secs(8)).await;
-        stack.resume(Component::Reducer).expect("SIGCONT");
+        stack.resume(Component::Reducer(0)).expect("SIGCONT");
     })
     .await;
 }

@@ -125,7 +125,7 @@ async fn a_broker_restart_while_dead_lettering_loses_no_poison_record() {
         .await
         .expect("stack starts");
     let api = Api::new(stack.service_url(0));
-    let reducer = stack.pid(Component::Reducer).expect("reducer pid");
+    let reducer = stack.pid(Component::Reducer(0)).expect("reducer pid");
     let poison = async |brokers: String, n: usize| {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -173,7 +173,7 @@ async fn a_broker_restart_while_dead_lettering_loses_no_poison_record() {
         .await
         .expect("the reducer goes past every poison record");
     assert_eq!(
-        stack.pid(Component::Reducer),
+        stack.pid(Component::Reducer(0)),
         Some(reducer),
         "the reducer did not have to restart"
     );

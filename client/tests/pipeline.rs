@@ -63,10 +63,10 @@ async fn a_reducer_killed_mid_stream_counts_every_press_once() {
     let presser = Presser::start(api.clone());
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        stack.kill(Component::Reducer).expect("SIGKILL");
+        stack.kill(Component::Reducer(0)).expect("SIGKILL");
         tokio::time::sleep(Duration::from_millis(300)).await;
         stack
-            .start_component(Component::Reducer)
+            .start_component(Component::Reducer(0))
             .await
             .expect("reducer restarts");
     }
@@ -92,12 +92,12 @@ async fn a_reducer_killed_mid_stream_counts_every_press_once() {
 
     // SIGTERM: the reducer finishes, commits and exits cleanly.
     stack
-        .stop(Component::Reducer, Duration::from_secs(15))
+        .stop(Component::Reducer(0), Duration::from_secs(15))
         .await
         .expect("stop");
     assert_eq!(
         stack
-            .wait_exit(Component::Reducer, Duration::from_secs(1))
+            .wait_exit(Component::Reducer(0), Duration::from_secs(1))
             .await
             .expect("exit"),
         Some(Some(0))
@@ -132,7 +132,7 @@ async fn a_postgres_outage_stops_the_reducer_and_loses_nothing() {
     }
     // Backoff, then a non-zero exit with nothing committed past PostgreSQL.
     let exit = stack
-        .wait_exit(Component::Reducer, Duration::from_secs(60))
+        .wait_exit(Component::Reducer(0), Duration::from_secs(60))
         .await
         .expect("reducer");
     assert!(
@@ -145,7 +145,7 @@ async fn a_postgres_outage_stops_the_reducer_and_loses_nothing() {
         .await
         .expect("postgres restarts");
     stack
-        .start_component(Component::Reducer)
+        .start_component(Component::Reducer(0))
         .await
         .expect("reducer restarts");
     for answer in press_many(&api, 100, 8).await {

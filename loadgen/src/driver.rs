@@ -25,7 +25,11 @@ pub enum Driver {
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub service_urls: Vec<String>,
+    /// The first reducer's health and metrics.
     pub reducer_url: String,
+    /// Every reducer's (the local driver starts `stack.reducers`): the lab
+    /// sums their metrics.
+    pub reducer_urls: Vec<String>,
     pub database_url: String,
     /// Where the verdict reads the press topic back from; none when the
     /// stack's broker cannot be reached from here.
@@ -72,6 +76,7 @@ impl Driver {
                 let stack = Stack::start(StackConfig {
                     partitions: s.partitions,
                     services: s.services,
+                    reducers: s.reducers,
                     broker_storage: s.broker_storage.parse()?,
                     service_env: scenario.service_env(),
                     reducer_env: scenario.reducer_env(),
@@ -86,6 +91,7 @@ impl Driver {
                 let endpoints = Endpoints {
                     service_urls: (0..s.services).map(|i| stack.service_url(i)).collect(),
                     reducer_url: stack.reducer_url(),
+                    reducer_urls: stack.reducer_urls(),
                     database_url: stack.database_url(),
                     brokers: s.ingest.uses_broker().then(|| stack.brokers()),
                     topic: stack.config().topic.clone(),
@@ -113,6 +119,7 @@ impl Driver {
                     .reducer_url
                     .clone()
                     .context("stack.reducer_url is required by the external driver")?,
+                reducer_urls: s.reducer_url.iter().cloned().collect(),
                 database_url: s
                     .database_url
                     .clone()
@@ -129,6 +136,7 @@ impl Driver {
                     Endpoints {
                         service_urls: vec!["http://127.0.0.1:8080".to_owned()],
                         reducer_url: "http://127.0.0.1:9101".to_owned(),
+                        reducer_urls: vec!["http://127.0.0.1:9101".to_owned()],
                         database_url: "postgres://button:button@127.0.0.1:5432/button".to_owned(),
                         // The compose broker advertises its in-network name.
                         brokers: s.brokers.clone(),
@@ -272,7 +280,10 @@ impl Compose {
             Component::Postgres => "postgres",
             Component::Redis => "redis",
             Component::Broker => "kafka",
-            Component::Reducer => "reducer",
+            Component::Reducer(0) => "reducer",
+            Component::Reducer(n) => {
+                anyhow::bail!("the compose stack has one reducer, not reducer-{n}")
+            }
             Component::Service(0) => "service",
             Component::Service(n) => {
                 anyhow::bail!("the compose stack has one service instance, not service-{n}")

@@ -83,9 +83,9 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<PathBuf> {
     };
     if args.kill_reducer {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        stack.kill(Component::Reducer)?;
+        stack.kill(Component::Reducer(0))?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stack.start_component(Component::Reducer).await?;
+        stack.start_component(Component::Reducer(0)).await?;
     }
     let answers = presses.await?;
     let press_wall = wall.elapsed();

@@ -138,7 +138,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         tokio::spawn(crate::sample::sample_loop(
             recorder.clone(),
             Sources {
-                reducer_url: endpoints.reducer_url.clone(),
+                reducer_urls: endpoints.reducer_urls.clone(),
                 service_url: endpoints.service_urls[0].clone(),
                 relay_urls: endpoints.relay_urls.clone(),
                 pids: Box::new(move || {

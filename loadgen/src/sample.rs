@@ -151,7 +151,8 @@ pub fn read_columns(path: &Path) -> BTreeMap<String, Vec<f64>> {
 
 /// What the sampler reads besides the recorder.
 pub struct Sources {
-    pub reducer_url: String,
+    /// Every reducer: lag, batches and database time are summed over them.
+    pub reducer_urls: Vec<String>,
     pub service_url: String,
     /// Outbox relays (ingest `outbox`): their backlog is part of the lag.
     pub relay_urls: Vec<String>,
@@ -262,7 +263,16 @@ pub async fn sample_loop(
         last_cpu = now_usage;
         last_stat = stat;
 
-        let reducer = scrape(&http, &sources.reducer_url).await;
+        // One page of every reducer's samples: sums add up across members
+        // (each reports lag only for the partitions it reads).
+        let mut reducer: Option<String> = None;
+        for url in &sources.reducer_urls {
+            if let Some(page) = scrape(&http, url).await {
+                let all = reducer.get_or_insert_with(String::new);
+                all.push_str(&page);
+                all.push('\n');
+            }
+        }
         let service = scrape(&http, &sources.service_url).await;
         let mut lag = reducer
             .as_deref()
@@ -351,10 +361,12 @@ pub async fn sample_loop(
     Ok(Sampled { rows, lag_peak })
 }
 
+/// Summed over the pages joined in `page` (one per reducer).
 fn db_stage(page: &str, what: &str) -> Option<f64> {
     let prefix = format!("reducer_stage_duration_seconds_{what}{{stage=\"db\"}}");
     page.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .filter_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
 }
 
 async fn scrape(http: &reqwest::Client, base: &str) -> Option<String> {

@@ -194,6 +194,12 @@ pub struct StackSection {
     pub relays: usize,
     pub partitions: i32,
     pub services: usize,
+    /// Reducers started (local driver), fault targets `reducer`,
+    /// `reducer-1`, ... With `[reducer] assignment = "group"` they share
+    /// the partitions and fail over to each other; with `manual` (the
+    /// default) every one reads every partition and the extra ones are
+    /// standbys whose writes queue behind the first's.
+    pub reducers: usize,
     /// The local broker's storage engine: `sqlite` or `memory`.
     pub broker_storage: String,
     /// The compose driver's file.
@@ -217,6 +223,7 @@ impl Default for StackSection {
             relays: 1,
             partitions: 1,
             services: 1,
+            reducers: 1,
             broker_storage: "sqlite".to_owned(),
             compose_file: "compose/docker-compose.yml".to_owned(),
             service_url: None,
@@ -454,6 +461,12 @@ impl Scenario {
                 "must be at least 1".into(),
             ));
         }
+        if self.stack.reducers < 1 {
+            return Err(invalid(
+                "stack.reducers".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.stack.relays < 1 {
             return Err(invalid("stack.relays".into(), "must be at least 1".into()));
         }
@@ -497,6 +510,12 @@ impl Scenario {
                 return Err(invalid(
                     "stack.services".into(),
                     "the compose stack has one service instance".into(),
+                ));
+            }
+            Driver::Compose if self.stack.reducers != 1 => {
+                return Err(invalid(
+                    "stack.reducers".into(),
+                    "the compose stack has one reducer".into(),
                 ));
             }
             _ => {}
@@ -584,6 +603,9 @@ impl Scenario {
             Component::Relay(n) if n >= self.stack.relays => {
                 Some(format!("there are {} relays", self.stack.relays))
             }
+            Component::Reducer(n) if n >= self.stack.reducers => {
+                Some(format!("there are {} reducers", self.stack.reducers))
+            }
             _ => None,
         }
     }
@@ -658,7 +680,7 @@ impl Scenario {
                 return Err((
                     format!("profile.targets[{i}]"),
                     format!(
-                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, postgres, redis, relay, relay-N (ingest outbox) or loadgen",
+                        "`{t}` is not a process of this stack: service, service-N (N < {}), broker, reducer, reducer-N (N < [stack] reducers), postgres, redis, relay, relay-N (ingest outbox) or loadgen",
                         self.stack.services
                     ),
                 ));
@@ -1271,6 +1293,42 @@ mod tests {
         );
         assert_eq!(s.phases[0].rate, Some(1000.0));
         assert_eq!((s.asserts.lost, s.asserts.duplicated), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn reducers_are_counted_and_each_one_is_a_fault_target() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/reducer-group-kill.toml");
+        let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.stack.reducers, 2);
+        assert_eq!(s.stack.partitions, 4);
+        assert_eq!(s.reducer["assignment"].as_str(), Some("group"));
+        assert_eq!(s.faults[0].target, "reducer-1");
+        assert_eq!(
+            s.faults[0].target.parse::<Component>().ok(),
+            Some(Component::Reducer(1))
+        );
+        assert_eq!(Component::Reducer(0).to_string(), "reducer");
+        assert_eq!(Component::Reducer(1).to_string(), "reducer-1");
+        assert_eq!(
+            "reducer-0".parse::<Component>().ok(),
+            Some(Component::Reducer(0))
+        );
+
+        let one =
+            format!("[[fault]]\nat_s = 1\naction = \"kill\"\ntarget = \"reducer-1\"\n{MINIMAL}");
+        let err = parse(Path::new("scenarios/test.toml"), &one)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fault[0].target") && err.contains("1 reducers"),
+            "{err}"
+        );
+        let none = format!("[stack]\nreducers = 0\n{MINIMAL}");
+        let err = parse(Path::new("scenarios/test.toml"), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stack.reducers"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,6 +24,9 @@ pub struct Shared {
     high_watermarks: Mutex<BTreeMap<i32, i64>>,
     /// Set by a rebalance; the main loop drops the batch in hand.
     reassigned: AtomicBool,
+    /// Partitions this member reads now: another member's lag is not
+    /// ours to report (a lab sums the reducers' lag).
+    assigned: Mutex<BTreeSet<i32>>,
 }
 
 impl Shared {
@@ -31,12 +34,23 @@ impl Shared {
         *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = offsets.clone();
     }
 
+    fn set_assigned(&self, partitions: impl IntoIterator<Item = i32>) {
+        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) =
+            partitions.into_iter().collect();
+    }
+
     pub fn take_reassigned(&self) -> bool {
         self.reassigned.swap(false, Ordering::AcqRel)
     }
 
-    /// Records between the persisted offsets and the high watermark.
+    /// Records between the persisted offsets and the high watermark, for
+    /// the partitions this member reads (0 for the others).
     pub fn lag(&self) -> BTreeMap<i32, i64> {
+        let assigned = self
+            .assigned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let applied = self
             .applied
             .lock()
@@ -48,7 +62,10 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         high.into_iter()
-            .map(|(p, hw)| (p, (hw - applied.get(&p).map_or(0, |o| o + 1)).max(0)))
+            .map(|(p, hw)| {
+                let lag = (hw - applied.get(&p).map_or(0, |o| o + 1)).max(0);
+                (p, if assigned.contains(&p) { lag } else { 0 })
+            })
             .collect()
     }
 
@@ -111,6 +128,13 @@ impl ConsumerContext for ReducerContext {
                     }
                 }
                 tracing::info!(partitions = ?positioned.to_topic_map(), "assigned; starting from the database's offsets");
+                let mut assigned = self
+                    .shared
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                assigned.extend(tpl.elements().iter().map(|e| e.partition()));
+                drop(assigned);
                 let result = match consumer.rebalance_protocol() {
                     rdkafka::consumer::RebalanceProtocol::Cooperative => {
                         consumer.incremental_assign(&positioned)
@@ -123,6 +147,15 @@ impl ConsumerContext for ReducerContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
+                let mut assigned = self
+                    .shared
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for e in tpl.elements() {
+                    assigned.remove(&e.partition());
+                }
+                drop(assigned);
                 let result = match consumer.rebalance_protocol() {
                     rdkafka::consumer::RebalanceProtocol::Cooperative => {
                         consumer.incremental_unassign(tpl)
@@ -203,6 +236,7 @@ pub fn assign_all(
     }
     tracing::info!(partitions = ?tpl.to_topic_map(), "assigned every partition; starting from the database's offsets");
     consumer.assign(&tpl)?;
+    shared.set_assigned(partitions.iter().copied());
     Ok(partitions.len())
 }
 

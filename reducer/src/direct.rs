@@ -21,7 +21,7 @@
 //!   unique), so the dedupe window is not used.
 //! - Decay ticks while idle, as in the Kafka loop.
 
-use crate::persist::{Persister, Written};
+use crate::persist::{Pending, Persister, Written};
 use crate::pipeline::country_of;
 use crate::{Config, ReducerError};
 use button_domain::{PressEvent, PressRecord, Ruleset};
@@ -29,7 +29,6 @@ use button_store::ingest::{PRESSES_CHANNEL, StoredPress, read_presses};
 use button_store::{BatchInfo, Error as StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,8 +63,7 @@ pub struct Direct {
 /// A batch in hand, in id order.
 #[derive(Default)]
 struct Batch {
-    presses: Vec<PressEvent>,
-    countries: BTreeMap<String, u64>,
+    pending: Pending,
     /// Rows that do not decode: id, reason, detail.
     poison: Vec<(i64, &'static str, String)>,
     rows: usize,
@@ -245,12 +243,6 @@ impl Direct {
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "decode")
             .record(batch.decoding.as_secs_f64());
 
-        let state = crate::persist::fold(
-            self.persister.persisted().state(),
-            &batch.presses,
-            batch.poison.iter().map(|(id, _, _)| (PARTITION, *id)),
-            &self.rules,
-        );
         metrics::histogram!("reducer_batch_size").record(batch.rows as f64);
         let info = BatchInfo {
             batch_size: batch.rows as i64,
@@ -260,10 +252,8 @@ impl Direct {
         let written = self
             .persister
             .write(
-                &state,
+                |base| batch.pending.fold_onto(base, &self.rules),
                 info,
-                &batch.countries,
-                batch.presses.len() as u64,
                 crate::persist::nothing_before,
             )
             .await?;
@@ -276,6 +266,7 @@ impl Direct {
                     tracing::warn!(id, reason, %detail, "poison row skipped (no dead-letter topic without a broker)");
                 }
             }
+            Written::Unchanged => {}
             Written::Conflict => self.persister.reload().await?,
         }
         Ok(batch.rows >= max)
@@ -324,17 +315,19 @@ fn take(batch: &mut Batch, rows: Vec<StoredPress>) {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
                 batch.last_event_ms = Some(record.accepted_at_ms);
-                *batch
-                    .countries
-                    .entry(country_of(&record).to_owned())
-                    .or_default() += 1;
-                batch.presses.push(PressEvent {
-                    accepted_at_ms: record.accepted_at_ms,
-                    partition: PARTITION,
-                    offset: row.id,
-                });
+                batch.pending.push(
+                    PressEvent {
+                        accepted_at_ms: record.accepted_at_ms,
+                        partition: PARTITION,
+                        offset: row.id,
+                    },
+                    country_of(&record),
+                );
             }
-            Err(e) => batch.poison.push((row.id, e.code(), e.to_string())),
+            Err(e) => {
+                batch.pending.skipped.push((PARTITION, row.id));
+                batch.poison.push((row.id, e.code(), e.to_string()));
+            }
         }
     }
 }

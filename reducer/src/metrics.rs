@@ -32,7 +32,7 @@ pub const METRICS: &[Metric] = &[
     counter(
         "reducer_records_skipped_total",
         "records",
-        "Records dropped because PostgreSQL already has their offset (redelivery after a crash).",
+        "Records dropped because PostgreSQL already has their offset (redelivery after a crash, or another group member applied them first).",
     ),
     counter(
         "reducer_offset_gaps_total",

@@ -1,7 +1,13 @@
-//! Writing a folded state, for both ingest loops: one transaction (the
-//! snapshot with its offsets, and the batch's country counts), retried with
+//! Writing a batch, for both ingest loops: one transaction (the snapshot
+//! with its offsets, and the batch's country counts), retried with
 //! exponential backoff; only after the commit does [`Persister::persisted`]
 //! move on and the state go to the publisher.
+//!
+//! Several reducers (a consumer group) write the one global state, so a
+//! batch is folded inside the transaction, onto the newest snapshot, while
+//! holding the writers' lock: writers queue instead of racing, and a record
+//! the newest snapshot already holds (its partition's offset is at or past
+//! it: another member applied it) is dropped, never folded twice.
 
 use crate::{Config, ReducerError};
 use button_domain::{PressEvent, Ruleset, Snapshot, State, apply_batch, apply_tick};
@@ -18,9 +24,109 @@ use tokio::sync::watch;
 pub enum Written {
     /// Committed: [`Persister::persisted`] is the new state.
     Committed,
-    /// Another writer appended first; nothing was written. The caller
-    /// reloads (see [`Persister::reload`]) and starts over from there.
+    /// The newest snapshot held everything the batch had (another writer
+    /// applied it): nothing was written, [`Persister::persisted`] is that
+    /// snapshot.
+    Unchanged,
+    /// Another writer appended without the writers' lock; nothing was
+    /// written. The caller reloads (see [`Persister::reload`]) and starts
+    /// over from there.
     Conflict,
+}
+
+/// A batch folded onto a base state: what one transaction writes.
+pub struct Folded {
+    pub state: State,
+    /// Presses per country of the records folded.
+    pub countries: BTreeMap<String, u64>,
+    /// Presses folded (counted in `reducer_events_applied_total`).
+    pub applied: u64,
+}
+
+/// A batch as read, before it meets the newest state.
+#[derive(Default)]
+pub struct Pending {
+    pub presses: Vec<PressEvent>,
+    /// Each press's country (`None`: unknown), index for index, so the
+    /// counts can be redone when some presses are dropped.
+    pub press_countries: Vec<Option<[u8; 2]>>,
+    /// The same, summed: what the batch adds when nothing is dropped.
+    pub countries: BTreeMap<String, u64>,
+    /// Records moved past without counting (poison): partition, offset.
+    pub skipped: Vec<(i32, i64)>,
+}
+
+impl Pending {
+    pub fn push(&mut self, press: PressEvent, country: &str) {
+        let code = match country.as_bytes() {
+            &[a, b] => Some([a, b]),
+            _ => None,
+        };
+        // A new key is allocated once per batch, not per press.
+        match self.countries.get_mut(country) {
+            Some(n) => *n += 1,
+            None => {
+                self.countries.insert(country.to_owned(), 1);
+            }
+        }
+        self.presses.push(press);
+        self.press_countries.push(code);
+    }
+
+    /// Folds the records `base` does not hold yet; `None` when it holds
+    /// them all. With one writer `base` is the state the batch was read
+    /// against, nothing is dropped and the counts are the ones in hand.
+    pub fn fold_onto(&self, base: &State, rules: &Ruleset) -> Option<Folded> {
+        let fresh = |partition: i32, offset: i64| {
+            base.offsets
+                .get(&partition)
+                .is_none_or(|&applied| offset > applied)
+        };
+        let all_fresh = self.presses.iter().all(|p| fresh(p.partition, p.offset))
+            && self.skipped.iter().all(|&(p, o)| fresh(p, o));
+        if all_fresh {
+            return Some(Folded {
+                state: fold(
+                    base.clone(),
+                    &self.presses,
+                    self.skipped.iter().copied(),
+                    rules,
+                ),
+                countries: self.countries.clone(),
+                applied: self.presses.len() as u64,
+            });
+        }
+        let mut presses = Vec::new();
+        let mut countries = BTreeMap::<String, u64>::new();
+        for (press, code) in self.presses.iter().zip(&self.press_countries) {
+            if fresh(press.partition, press.offset) {
+                presses.push(*press);
+                let country = code
+                    .as_ref()
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .unwrap_or("unknown");
+                *countries.entry(country.to_owned()).or_default() += 1;
+            }
+        }
+        let skipped: Vec<(i32, i64)> = self
+            .skipped
+            .iter()
+            .copied()
+            .filter(|&(p, o)| fresh(p, o))
+            .collect();
+        // Another member applied them first (it took the partition over).
+        metrics::counter!("reducer_records_skipped_total").increment(
+            (self.presses.len() + self.skipped.len() - presses.len() - skipped.len()) as u64,
+        );
+        if presses.is_empty() && skipped.is_empty() {
+            return None;
+        }
+        Some(Folded {
+            state: fold(base.clone(), &presses, skipped, rules),
+            countries,
+            applied: presses.len() as u64,
+        })
+    }
 }
 
 pub struct Persister {
@@ -89,9 +195,10 @@ impl Persister {
         Ok(())
     }
 
-    /// Persists `state` as the child of the newest persisted snapshot, with
-    /// the batch's country counts in the same transaction, then publishes
-    /// it. `applied` presses are counted as folded.
+    /// Under the writers' lock, folds a batch onto the newest snapshot
+    /// (`fold` gets its state; `None` = nothing to write) and appends the
+    /// result as its child, with the batch's country counts in the same
+    /// transaction, then publishes it.
     ///
     /// `before` runs at the start of every attempt, before the transaction;
     /// its failure is a failed attempt like a database error. The Kafka path
@@ -99,10 +206,8 @@ impl Persister {
     /// batch that skips them commits.
     pub async fn write<E: Display>(
         &mut self,
-        state: &State,
+        fold: impl Fn(&State) -> Option<Folded>,
         info: BatchInfo,
-        countries: &BTreeMap<String, u64>,
-        applied: u64,
         mut before: impl AsyncFnMut() -> Result<(), E>,
     ) -> Result<Written, ReducerError> {
         let mut delay = self.backoff_initial;
@@ -111,10 +216,16 @@ impl Persister {
             attempt += 1;
             let failure = match before().await {
                 Err(e) => e.to_string(),
-                Ok(()) => match self.transaction(state, info, countries).await {
-                    Ok(snapshot) => {
+                Ok(()) => match self.transaction(&fold, info).await {
+                    Ok(Outcome::Appended(snapshot, applied)) => {
                         self.committed(snapshot, applied);
                         return Ok(Written::Committed);
+                    }
+                    Ok(Outcome::Unchanged(newer)) => {
+                        if let Some(newer) = newer {
+                            self.persisted = newer;
+                        }
+                        return Ok(Written::Unchanged);
                     }
                     Err(StoreError::Conflict { parent_id }) => {
                         metrics::counter!("reducer_conflicts_total").increment(1);
@@ -141,19 +252,19 @@ impl Persister {
     /// was. Ticks change neither the counter nor the offsets.
     pub async fn tick_if_due(&mut self, rules: &Ruleset) -> Result<Option<Written>, ReducerError> {
         let now = now_ms();
-        let state = self.persisted.state();
-        if !state.tick_due(now, rules) {
+        if !self.persisted.state().tick_due(now, rules) {
             return Ok(None);
         }
-        let ticked = apply_tick(state, now, rules);
+        // Onto the newest state: another writer may have pressed since.
+        let tick = |base: &State| {
+            base.tick_due(now, rules).then(|| Folded {
+                state: apply_tick(base.clone(), now, rules),
+                countries: BTreeMap::new(),
+                applied: 0,
+            })
+        };
         let written = self
-            .write(
-                &ticked,
-                BatchInfo::default(),
-                &BTreeMap::new(),
-                0,
-                nothing_before,
-            )
+            .write(tick, BatchInfo::default(), nothing_before)
             .await?;
         if written == Written::Committed {
             metrics::counter!("reducer_ticks_total").increment(1);
@@ -163,25 +274,27 @@ impl Persister {
 
     async fn transaction(
         &self,
-        state: &State,
+        fold: &impl Fn(&State) -> Option<Folded>,
         info: BatchInfo,
-        countries: &BTreeMap<String, u64>,
-    ) -> Result<Snapshot, StoreError> {
+    ) -> Result<Outcome, StoreError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
-        let snapshot = button_store::append_snapshot(
-            &mut tx,
-            self.persisted.id,
-            state,
-            &self.rules_hash,
-            info,
-        )
-        .await?;
-        button_store::add_country_counts(&mut tx, countries).await?;
+        button_store::lock_writers(&mut tx).await?;
+        // One writer: no row comes back and the state in hand is the base.
+        let newer = button_store::snapshot_after(&mut *tx, self.persisted.id).await?;
+        let base = newer.as_ref().unwrap_or(&self.persisted);
+        let Some(folded) = fold(&base.state()) else {
+            tx.rollback().await?;
+            return Ok(Outcome::Unchanged(newer));
+        };
+        let snapshot =
+            button_store::append_snapshot(&mut tx, base.id, &folded.state, &self.rules_hash, info)
+                .await?;
+        button_store::add_country_counts(&mut tx, &folded.countries).await?;
         tx.commit().await?;
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db")
             .record(started.elapsed().as_secs_f64());
-        Ok(snapshot)
+        Ok(Outcome::Appended(snapshot, folded.applied))
     }
 
     fn committed(&mut self, snapshot: Snapshot, applied: u64) {
@@ -196,6 +309,13 @@ impl Persister {
         self.persisted = Snapshot::clone(&snapshot);
         self.published.send_replace(Some(snapshot));
     }
+}
+
+enum Outcome {
+    /// The new snapshot and the presses it folded.
+    Appended(Snapshot, u64),
+    /// Nothing to write; the newest snapshot when it was not the one in hand.
+    Unchanged(Option<Snapshot>),
 }
 
 /// For [`Persister::write`] when nothing has to happen before the

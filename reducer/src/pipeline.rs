@@ -9,13 +9,12 @@
 use crate::consumer::{self, ReducerConsumer, Shared};
 use crate::dedupe::RecentIds;
 use crate::dlq::{DeadLetters, Poison};
-use crate::persist::{Persister, Written};
+use crate::persist::{Pending, Persister, Written};
 use crate::{Config, ReducerError};
-use button_domain::{PressEvent, PressRecord, Ruleset, State};
+use button_domain::{PressEvent, PressRecord, Ruleset};
 use button_store::BatchInfo;
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -24,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 /// per partition.
 #[derive(Default)]
 struct Batch {
-    presses: Vec<PressEvent>,
-    /// Presses per country (see `migrations/0003_country_counts.sql`).
-    countries: BTreeMap<String, u64>,
+    /// Presses with their countries (see `migrations/0003_country_counts.sql`)
+    /// and the poison records' positions.
+    pending: Pending,
     poison: Vec<Poison>,
     first_event_ms: Option<i64>,
     last_event_ms: Option<i64>,
@@ -36,7 +35,7 @@ struct Batch {
 
 impl Batch {
     fn len(&self) -> usize {
-        self.presses.len() + self.poison.len()
+        self.pending.presses.len() + self.poison.len()
     }
 }
 
@@ -174,50 +173,42 @@ impl Reducer {
             Ok(record) => {
                 batch.first_event_ms.get_or_insert(record.accepted_at_ms);
                 batch.last_event_ms = Some(record.accepted_at_ms);
-                // A new key is allocated once per batch, not per press.
-                let country = country_of(&record);
-                match batch.countries.get_mut(country) {
-                    Some(n) => *n += 1,
-                    None => {
-                        batch.countries.insert(country.to_owned(), 1);
-                    }
-                }
-                batch.presses.push(PressEvent {
-                    accepted_at_ms: record.accepted_at_ms,
+                batch.pending.push(
+                    PressEvent {
+                        accepted_at_ms: record.accepted_at_ms,
+                        partition,
+                        offset,
+                    },
+                    country_of(&record),
+                );
+            }
+            Err((reason, detail)) => {
+                batch.pending.skipped.push((partition, offset));
+                batch.poison.push(Poison {
                     partition,
                     offset,
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    reason,
+                    detail,
                 });
             }
-            Err((reason, detail)) => batch.poison.push(Poison {
-                partition,
-                offset,
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                reason,
-                detail,
-            }),
         }
     }
 
-    /// Folds and persists a batch. Returns false when another writer got
-    /// there first (the batch is dropped and the consumer rewound).
+    /// Folds and persists a batch. Returns false when nothing was written
+    /// (another member had applied it all, or a writer without the lock got
+    /// there first: then the batch is dropped and the consumer rewound).
     async fn persist(&mut self, batch: Batch) -> Result<bool, ReducerError> {
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "decode")
             .record(batch.decoding.as_secs_f64());
-        let state = crate::persist::fold(
-            self.persister.persisted().state(),
-            &batch.presses,
-            batch.poison.iter().map(|p| (p.partition, p.offset)),
-            &self.rules,
-        );
         let info = BatchInfo {
             batch_size: batch.len() as i64,
             first_event_ms: batch.first_event_ms,
             last_event_ms: batch.last_event_ms,
         };
         metrics::histogram!("reducer_batch_size").record(batch.len() as f64);
-        self.write(state, info, &batch.poison, &batch.countries)
-            .await
+        self.write(&batch.pending, info, &batch.poison).await
     }
 
     async fn tick_if_due(&mut self) -> Result<(), ReducerError> {
@@ -232,23 +223,26 @@ impl Reducer {
     /// offsets or Redis before the commit.
     async fn write(
         &mut self,
-        state: State,
+        pending: &Pending,
         info: BatchInfo,
         poison: &[Poison],
-        countries: &BTreeMap<String, u64>,
     ) -> Result<bool, ReducerError> {
         // Poison records already on the dead-letter topic are not sent again.
         let mut dead_lettered = 0;
-        let applied = (info.batch_size as u64).saturating_sub(poison.len() as u64);
         let dead_letters = &self.dead_letters;
+        let rules = &self.rules;
         let written = self
             .persister
-            .write(&state, info, countries, applied, async || {
-                dead_letters
-                    .send_from(poison, &mut dead_lettered)
-                    .await
-                    .map_err(|e| format!("dead-letter topic: {e}"))
-            })
+            .write(
+                |base| pending.fold_onto(base, rules),
+                info,
+                async || {
+                    dead_letters
+                        .send_from(poison, &mut dead_lettered)
+                        .await
+                        .map_err(|e| format!("dead-letter topic: {e}"))
+                },
+            )
             .await?;
         self.after_write(written).await
     }
@@ -259,6 +253,10 @@ impl Reducer {
             Written::Committed => {
                 self.shared.set_applied(&self.persister.persisted().offsets);
                 Ok(true)
+            }
+            Written::Unchanged => {
+                self.shared.set_applied(&self.persister.persisted().offsets);
+                Ok(false)
             }
             Written::Conflict => {
                 self.reload().await?;
@@ -315,6 +313,7 @@ pub(crate) fn country_of(record: &PressRecord) -> &str {
 
 fn batch_last_offset(batch: &Batch, partition: i32) -> Option<i64> {
     let press = batch
+        .pending
         .presses
         .iter()
         .rev()

@@ -207,10 +207,10 @@ async fn a_reducer_killed_mid_stream_counts_every_row_once() {
         .collect();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        stack.kill(Component::Reducer).expect("SIGKILL");
+        stack.kill(Component::Reducer(0)).expect("SIGKILL");
         tokio::time::sleep(Duration::from_millis(300)).await;
         stack
-            .start_component(Component::Reducer)
+            .start_component(Component::Reducer(0))
             .await
             .expect("reducer restarts");
     }

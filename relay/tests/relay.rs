@@ -815,9 +815,9 @@ async fn the_relay_outlives_a_postgres_restart() {
     let inserted = writer.await.expect("writer");
     // The reducer gives up after its own attempts; that is its contract,
     // not the relay's.
-    if !stack.is_running(Component::Reducer) {
+    if !stack.is_running(Component::Reducer(0)) {
         stack
-            .start_component(Component::Reducer)
+            .start_component(Component::Reducer(0))
             .await
             .expect("reducer restarts");
     }

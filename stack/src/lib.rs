@@ -45,7 +45,7 @@ pub enum Error {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error(
-        "unknown component `{0}` (postgres, redis, broker, service, service-N, reducer, relay, relay-N)"
+        "unknown component `{0}` (postgres, redis, broker, service, service-N, reducer, reducer-N, relay, relay-N)"
     )]
     UnknownComponent(String),
     #[error("unknown broker storage `{0}` (sqlite, memory)")]
@@ -60,7 +60,9 @@ pub enum Component {
     Postgres,
     Redis,
     Broker,
-    Reducer,
+    /// Reducer `i`: shown as `reducer` for the first (the name stored runs
+    /// and logs have always used) and `reducer-1`, ... for the others.
+    Reducer(usize),
     Service(usize),
     Relay(usize),
 }
@@ -71,7 +73,8 @@ impl fmt::Display for Component {
             Component::Postgres => f.write_str("postgres"),
             Component::Redis => f.write_str("redis"),
             Component::Broker => f.write_str("broker"),
-            Component::Reducer => f.write_str("reducer"),
+            Component::Reducer(0) => f.write_str("reducer"),
+            Component::Reducer(i) => write!(f, "reducer-{i}"),
             Component::Service(i) => write!(f, "service-{i}"),
             Component::Relay(i) => write!(f, "relay-{i}"),
         }
@@ -86,14 +89,19 @@ impl FromStr for Component {
             "postgres" => Component::Postgres,
             "redis" => Component::Redis,
             "broker" | "kafka" => Component::Broker,
-            "reducer" => Component::Reducer,
+            "reducer" => Component::Reducer(0),
             "service" => Component::Service(0),
             "relay" => Component::Relay(0),
             other => {
                 let numbered = |prefix: &str| other.strip_prefix(prefix)?.parse().ok();
-                match (numbered("service-"), numbered("relay-")) {
-                    (Some(i), _) => Component::Service(i),
-                    (_, Some(i)) => Component::Relay(i),
+                match (
+                    numbered("service-"),
+                    numbered("relay-"),
+                    numbered("reducer-"),
+                ) {
+                    (Some(i), _, _) => Component::Service(i),
+                    (_, Some(i), _) => Component::Relay(i),
+                    (_, _, Some(i)) => Component::Reducer(i),
                     _ => return Err(Error::UnknownComponent(other.to_owned())),
                 }
             }
@@ -167,8 +175,13 @@ pub struct StackConfig {
     pub partitions: i32,
     pub broker_storage: BrokerStorage,
     pub services: usize,
-    /// Start the reducer with the rest (tests of the service alone say no).
+    /// Start the reducers with the rest (tests of the service alone say no).
     pub reducer: bool,
+    /// Reducers started (each its own health port and
+    /// `BUTTON_GROUP_INSTANCE_ID=button-reducer-<i>`). More than one takes
+    /// turns over partitions with `BUTTON_ASSIGNMENT=group`; with `manual`
+    /// each reads every partition and the writers' lock keeps the count.
+    pub reducers: usize,
     /// The ingest path, given to the service and the reducer as
     /// `BUTTON_INGEST`; `direct` starts no broker.
     pub ingest: Ingest,
@@ -178,7 +191,7 @@ pub struct StackConfig {
     pub relay_env: BTreeMap<String, String>,
     /// Extra `BUTTON_*` variables for every service instance.
     pub service_env: BTreeMap<String, String>,
-    /// Extra `BUTTON_*` variables for the reducer.
+    /// Extra `BUTTON_*` variables for every reducer.
     pub reducer_env: BTreeMap<String, String>,
     /// `RUST_LOG` for the service and the reducer.
     pub log_filter: String,
@@ -195,6 +208,7 @@ impl Default for StackConfig {
             broker_storage: BrokerStorage::Sqlite,
             services: 1,
             reducer: true,
+            reducers: 1,
             ingest: Ingest::Kafka,
             relays: 1,
             relay_env: BTreeMap::new(),
@@ -214,7 +228,7 @@ pub struct Endpoints {
     pub postgres_port: u16,
     pub redis_port: u16,
     pub broker_port: u16,
-    pub reducer_port: u16,
+    pub reducer_ports: Vec<u16>,
     pub service_ports: Vec<u16>,
     pub relay_ports: Vec<u16>,
 }
@@ -240,7 +254,9 @@ impl Stack {
             postgres_port: free_port()?,
             redis_port: free_port()?,
             broker_port: free_port()?,
-            reducer_port: free_port()?,
+            reducer_ports: (0..config.reducers.max(1))
+                .map(|_| free_port())
+                .collect::<Result<_>>()?,
             service_ports: (0..config.services)
                 .map(|_| free_port())
                 .collect::<Result<_>>()?,
@@ -278,7 +294,9 @@ impl Stack {
             }
         }
         if stack.config.reducer {
-            stack.start_component(Component::Reducer).await?;
+            for i in 0..stack.config.reducers.max(1) {
+                stack.start_component(Component::Reducer(i)).await?;
+            }
         }
         tracing::info!(root = %stack.root.display(), "stack up");
         Ok(stack)
@@ -316,8 +334,21 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.endpoints.service_ports[i])
     }
 
+    /// Base URL (health and metrics) of the first reducer.
     pub fn reducer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.endpoints.reducer_port)
+        self.reducer_url_of(0)
+    }
+
+    /// Base URL (health and metrics) of reducer `i`.
+    pub fn reducer_url_of(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.endpoints.reducer_ports[i])
+    }
+
+    /// Base URLs of every reducer, first to last.
+    pub fn reducer_urls(&self) -> Vec<String> {
+        (0..self.endpoints.reducer_ports.len())
+            .map(|i| self.reducer_url_of(i))
+            .collect()
     }
 
     /// Base URL (health and metrics) of relay `i`.
@@ -397,7 +428,7 @@ impl Stack {
             Component::Postgres => &mut e.postgres_port,
             Component::Redis => &mut e.redis_port,
             Component::Broker => &mut e.broker_port,
-            Component::Reducer => &mut e.reducer_port,
+            Component::Reducer(i) => &mut e.reducer_ports[i],
             Component::Service(i) => &mut e.service_ports[i],
             Component::Relay(i) => &mut e.relay_ports[i],
         }
@@ -500,10 +531,15 @@ impl Stack {
                     format!("stack-wide:{}", self.root.display()),
                 )
                 .envs(self.config.service_env.clone()),
-            Component::Reducer => Spec::new(locate::button_bin("button-reducer")?, log)
+            Component::Reducer(i) => Spec::new(locate::button_bin("button-reducer")?, log)
                 .envs(self.common_env())
-                .env("BUTTON_HTTP_ADDR", format!("127.0.0.1:{}", e.reducer_port))
+                .env(
+                    "BUTTON_HTTP_ADDR",
+                    format!("127.0.0.1:{}", e.reducer_ports[i]),
+                )
                 .env("BUTTON_DLQ_TOPIC", self.config.dlq_topic.clone())
+                // Distinct static members: one id for two would fence one.
+                .env("BUTTON_GROUP_INSTANCE_ID", format!("button-reducer-{i}"))
                 .envs(self.config.reducer_env.clone()),
             Component::Relay(i) => Spec::new(locate::button_bin("button-relay")?, log)
                 .envs(self.common_env())
@@ -688,8 +724,8 @@ impl Stack {
                 self.http_ok(&format!("{}/health/ready", self.service_url(i)))
                     .await
             }
-            Component::Reducer => {
-                self.http_ok(&format!("{}/health/ready", self.reducer_url()))
+            Component::Reducer(i) => {
+                self.http_ok(&format!("{}/health/ready", self.reducer_url_of(i)))
                     .await
             }
             Component::Relay(i) => {

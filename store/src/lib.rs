@@ -4,8 +4,9 @@
 //!   records what it applied and checks the files did not change).
 //! - [`active_ruleset`] loads the rules and verifies their hash.
 //! - [`latest_snapshot`], [`snapshot_after`] read the newest state.
-//! - [`append_snapshot`] writes one state with its offsets, in the caller's
-//!   transaction, refusing to fork the history.
+//! - [`lock_writers`] queues snapshot writers; [`append_snapshot`] writes
+//!   one state with its offsets, in the caller's transaction, refusing to
+//!   fork the history.
 //! - [`ingest`]: the `outbox` and `presses` tables of the other two ingest
 //!   paths.
 
@@ -117,13 +118,33 @@ pub async fn latest_snapshot(pool: &PgPool) -> Result<Option<Snapshot>> {
     row.map(|r| decode_snapshot(&r)).transpose()
 }
 
-/// The newest snapshot if it is newer than `id`.
-pub async fn snapshot_after(pool: &PgPool, id: i64) -> Result<Option<Snapshot>> {
+/// The newest snapshot if it is newer than `id` (from a pool, or inside a
+/// writer's transaction after [`lock_writers`]).
+pub async fn snapshot_after<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    id: i64,
+) -> Result<Option<Snapshot>> {
     let sql = format!(
         "SELECT {SNAPSHOT_COLUMNS} FROM global_states WHERE id > $1 ORDER BY id DESC LIMIT 1"
     );
-    let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db).await?;
     row.map(|r| decode_snapshot(&r)).transpose()
+}
+
+/// Key of the advisory lock every snapshot writer holds from before it
+/// reads the newest snapshot until its append commits.
+pub const WRITER_LOCK: i64 = 0x6275_7474_6f6e; // "button"
+
+/// Queues the writers of `global_states`: held until `tx` ends, so whoever
+/// holds it reads the newest snapshot and appends its child with no other
+/// writer in between. An advisory lock rather than `FOR UPDATE` because
+/// before the first snapshot there is no row to lock.
+pub async fn lock_writers(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITER_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// What a batch contributes besides the folded state.
