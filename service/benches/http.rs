@@ -48,10 +48,12 @@ fn sse_frame(c: &mut Criterion) {
     snapshot.id = 123_456;
     snapshot.counter = 9_876_543;
     snapshot.offsets = (0..4).map(|p| (p, 2_000_000 + i64::from(p))).collect();
+    // Serialised once per state by the feed; each client's frame reuses it.
+    let published = button_service::feed::Published::new(snapshot);
     let mut group = c.benchmark_group("sse_frame");
     group.throughput(Throughput::Elements(1));
     group.bench_function("encode", |b| {
-        b.iter(|| button_service::routes::states::frame(black_box(&snapshot)))
+        b.iter(|| button_service::routes::states::frame(black_box(&published)))
     });
     group.finish();
 }

@@ -3,7 +3,11 @@
 //! slow client skips states instead of queueing them). While Redis is down
 //! the feed polls PostgreSQL instead; while it is up it still checks
 //! PostgreSQL now and then, for a publish the reducer could not make.
+//!
+//! Each state is serialised once, when it enters the channel ([`Published`]);
+//! every SSE and WebSocket client sends that same JSON.
 
+use axum::extract::ws::Utf8Bytes;
 use button_domain::Snapshot;
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -13,7 +17,34 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub type Current = watch::Receiver<Arc<Snapshot>>;
+pub type Current = watch::Receiver<Arc<Published>>;
+
+/// A state and its JSON, made once per state rather than once per client.
+/// `Utf8Bytes` is reference-counted: a WebSocket message built from it
+/// shares the bytes instead of copying them.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Snapshot,
+    pub json: Utf8Bytes,
+}
+
+impl Published {
+    pub fn new(snapshot: Snapshot) -> Published {
+        let json = serde_json::to_string(&snapshot).unwrap_or_else(|_| "{}".to_owned());
+        Published {
+            snapshot,
+            json: json.into(),
+        }
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
 
 #[derive(Clone)]
 pub struct FeedConfig {
@@ -27,7 +58,7 @@ pub struct FeedConfig {
 pub async fn run(
     pool: PgPool,
     config: FeedConfig,
-    tx: watch::Sender<Arc<Snapshot>>,
+    tx: watch::Sender<Arc<Published>>,
     redis_up: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -90,7 +121,7 @@ async fn listen(
     mut pubsub: redis::aio::PubSub,
     pool: &PgPool,
     config: &FeedConfig,
-    tx: &watch::Sender<Arc<Snapshot>>,
+    tx: &watch::Sender<Arc<Published>>,
     shutdown: &CancellationToken,
 ) {
     let mut messages = pubsub.on_message();
@@ -114,7 +145,7 @@ async fn listen(
     }
 }
 
-async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Snapshot>>) {
+async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Published>>) {
     let current = tx.borrow().id;
     match tokio::time::timeout(
         Duration::from_secs(2),
@@ -133,10 +164,15 @@ async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Snapshot>>) {
 }
 
 /// Replaces the current state if `snapshot` is newer; never goes back.
-pub fn offer(tx: &watch::Sender<Arc<Snapshot>>, snapshot: Snapshot) {
+pub fn offer(tx: &watch::Sender<Arc<Published>>, snapshot: Snapshot) {
+    // Serialised outside the channel's lock, which every client reads.
+    if snapshot.id <= tx.borrow().id {
+        return;
+    }
+    let published = Arc::new(Published::new(snapshot));
     tx.send_if_modified(|current| {
-        if snapshot.id > current.id {
-            *current = Arc::new(snapshot);
+        if published.id > current.id {
+            *current = published;
             true
         } else {
             false

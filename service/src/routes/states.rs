@@ -1,14 +1,17 @@
-//! `GET /v1/states/current` and `GET /v1/states/stream` (Server-Sent Events).
+//! `GET /v1/states/current`, `GET /v1/states/stream` (Server-Sent Events)
+//! and `GET /v1/states/ws` (the same states over a WebSocket).
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::feed::Published;
+use axum::Extension;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use button_domain::Snapshot;
 use futures::Stream;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -79,8 +82,8 @@ impl<T: Clone> Cached<T> {
 
 /// The newest state, from memory. `ETag` is the state id.
 pub async fn current(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = app.current.borrow().clone();
-    let etag = format!("\"{}\"", snapshot.id);
+    let published = app.current.borrow().clone();
+    let etag = format!("\"{}\"", published.id);
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -91,7 +94,12 @@ pub async fn current(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        Json(&*snapshot).into_response()
+        // The feed's JSON of this state, not a new serialisation.
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            Bytes::from(published.json.clone()),
+        )
+            .into_response()
     };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -172,13 +180,13 @@ struct StreamSlots {
     _per_client: Option<PerClientSlot>,
 }
 
-/// Sends the current state at once (unless `Last-Event-ID` says the client
-/// has it), then every newer state; a slow client skips to the newest.
-pub async fn stream(
-    State(app): State<AppState>,
+/// The slots a new stream takes, SSE or WebSocket alike: both count
+/// against the same global cap and the same per-client cap.
+fn stream_slots(
+    app: &AppState,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
+    headers: &HeaderMap,
+) -> Result<StreamSlots, ApiError> {
     // The per-client cap first: one client filling it must not take slots
     // of the global cap from everyone else, even for a moment.
     let per_client = match app.config.sse_max_per_client {
@@ -187,7 +195,7 @@ pub async fn stream(
             let client = app
                 .guards
                 .identity
-                .of(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+                .of(connect.map(|Extension(ConnectInfo(a))| a), headers);
             Some(
                 PerClientSlot::acquire(&app.sse_per_client, client, limit)
                     .ok_or(ApiError::TooManyStreams { limit })?,
@@ -195,20 +203,33 @@ pub async fn stream(
         }
     };
     let limit = app.config.sse_max_clients;
-    let slot = StreamSlots {
+    Ok(StreamSlots {
         _global: ClientSlot::acquire(&app.sse_clients, limit)
             .ok_or(ApiError::TooManyClients { limit })?,
         _per_client: per_client,
-    };
-    let mut last_sent = headers
+    })
+}
+
+/// The state id the client says it has (`Last-Event-ID`), unless it is
+/// from the future (another database, say).
+fn last_sent(headers: &HeaderMap, rx: &crate::feed::Current) -> Option<i64> {
+    headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|&id| id <= rx.borrow().id)
+}
+
+/// Sends the current state at once (unless `Last-Event-ID` says the client
+/// has it), then every newer state; a slow client skips to the newest.
+pub async fn stream(
+    State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let slot = stream_slots(&app, connect, &headers)?;
     let rx = app.current.clone();
-    // An id from the future (another database, say) is not honoured.
-    if last_sent.is_some_and(|id| id > rx.borrow().id) {
-        last_sent = None;
-    }
+    let last_sent = last_sent(&headers, &rx);
     let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
     Ok(Sse::new(states(rx, last_sent, slot, app.shutdown.clone()))
         .keep_alive(KeepAlive::new().interval(keepalive)))
@@ -225,30 +246,112 @@ fn states(
         move |(mut rx, mut last_sent, slot)| {
             let shutdown = shutdown.clone();
             async move {
-                loop {
-                    let snapshot = rx.borrow_and_update().clone();
-                    if last_sent.is_none_or(|id| snapshot.id > id) {
-                        last_sent = Some(snapshot.id);
-                        return Some((Ok(frame(&snapshot)), (rx, last_sent, slot)));
-                    }
-                    tokio::select! {
-                        changed = rx.changed() => if changed.is_err() { return None },
-                        _ = shutdown.cancelled() => return None,
-                    }
-                }
+                let next = tokio::select! {
+                    next = newer(&mut rx, &mut last_sent) => next?,
+                    _ = shutdown.cancelled() => return None,
+                };
+                Some((Ok(frame(&next)), (rx, last_sent, slot)))
             }
         },
     )
 }
 
+/// The newest state past `last_sent` (waiting for one if need be), which
+/// becomes `last_sent`; `None` once the feed is gone. Only the newest is
+/// ever looked at, so a client that is slow to take states skips the ones
+/// it missed: the latest-value rule of both transports.
+async fn newer(
+    rx: &mut crate::feed::Current,
+    last_sent: &mut Option<i64>,
+) -> Option<Arc<Published>> {
+    loop {
+        let published = rx.borrow_and_update().clone();
+        if last_sent.is_none_or(|id| published.id > id) {
+            *last_sent = Some(published.id);
+            return Some(published);
+        }
+        rx.changed().await.ok()?;
+    }
+}
+
 /// One SSE frame: `event: state`, `id: <state id>`, the state as JSON.
-pub fn frame(snapshot: &Snapshot) -> Event {
-    let data = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".to_owned());
+pub fn frame(published: &Published) -> Event {
     metrics::counter!("service_sse_frames_total").increment(1);
     Event::default()
         .event("state")
-        .id(snapshot.id.to_string())
-        .data(data)
+        .id(published.id.to_string())
+        .data(published.json.as_str())
+}
+
+/// `GET /v1/states/ws`: the SSE stream's states over a WebSocket, one
+/// text message per state carrying exactly an SSE frame's `data`. Same
+/// caps (refused with the same JSON before the upgrade), same first state
+/// and `Last-Event-ID`, same skipping to the newest.
+pub async fn ws(
+    State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| ApiError::NotWebSocket(e.body_text()))?;
+    let slot = stream_slots(&app, connect, &headers)?;
+    let rx = app.current.clone();
+    let last_sent = last_sent(&headers, &rx);
+    let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
+    let shutdown = app.shutdown.clone();
+    Ok(upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            send_states(socket, rx, last_sent, keepalive, shutdown).await;
+            drop(slot);
+        }))
+}
+
+async fn send_states(
+    mut socket: WebSocket,
+    mut rx: crate::feed::Current,
+    mut last_sent: Option<i64>,
+    keepalive: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // A send that waits on a slow client's socket holds no state: the
+        // next one looked at after it is the newest, as on SSE.
+        let message = tokio::select! {
+            next = newer(&mut rx, &mut last_sent) => match next {
+                Some(published) => {
+                    metrics::counter!("service_sse_frames_total").increment(1);
+                    Message::Text(published.json.clone())
+                }
+                None => return,
+            },
+            _ = ping.tick() => Message::Ping(Bytes::new()),
+            incoming = socket.recv() => match incoming {
+                // The library queues the answering Close; the next read
+                // flushes it and then ends.
+                Some(Ok(Message::Close(_))) => {
+                    while let Some(Ok(_)) = socket.recv().await {}
+                    return;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return,
+            },
+            _ = shutdown.cancelled() => {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: Utf8Bytes::from_static("shutting down"),
+                    })))
+                    .await;
+                return;
+            }
+        };
+        if socket.send(message).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
