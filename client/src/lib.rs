@@ -514,6 +514,25 @@ pub async fn wait_db_covers(
     }
 }
 
+/// Presses once into `ledger` and waits until the service serves a state
+/// that counts the press: PostgreSQL has it and the service learnt of it
+/// (through Redis). That state.
+pub async fn press_until_served(api: &Api, database_url: &str, ledger: &mut Ledger) -> Snapshot {
+    ledger.record(&api.press().await.expect("press"));
+    let persisted = wait_db_covers(database_url, ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            api.current().await.is_ok_and(|s| s.id >= persisted.id)
+        })
+        .await,
+        "the service serves state {}",
+        persisted.id
+    );
+    persisted
+}
+
 /// Logs for tests, shown by the test runner on failure (`RUST_LOG` filters).
 pub fn init_test_logs() {
     let _ = tracing_subscriber::fmt()

@@ -3,7 +3,7 @@
 //! shares with SSE; no request deadline; Close answered.
 
 use button_client::{
-    Api, Ledger, StateListener, Transport, init_test_logs, wait_db_covers, wait_until, ws,
+    Api, Ledger, StateListener, Transport, init_test_logs, press_until_served, wait_until, ws,
 };
 use button_domain::Snapshot;
 use eventsource_stream::Eventsource;
@@ -76,16 +76,7 @@ async fn a_websocket_client_gets_the_current_state_then_newer_ones_as_sse_frames
     let api = Api::new(stack.service_url(0));
 
     let mut ledger = Ledger::default();
-    ledger.record(&api.press().await.expect("press"));
-    let first = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
-        .await
-        .expect("persisted");
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            api.current().await.is_ok_and(|s| s.id >= first.id)
-        })
-        .await
-    );
+    let first = press_until_served(&api, &stack.database_url(), &mut ledger).await;
 
     // The current state at once.
     let mut socket = StateListener::connect_ws(&api, None).await.expect("socket");
