@@ -300,12 +300,23 @@ pub async fn ws(
     let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
     let shutdown = app.shutdown.clone();
     Ok(upgrade
+        // A client only ever sends Close and pongs: a small read buffer
+        // (the library's default is 128 KiB, allocated per connection)
+        // and a small message limit, so an idle socket costs about what
+        // an SSE stream does and a client cannot make the service buffer
+        // a large message it would ignore.
+        .read_buffer_size(WS_INCOMING_LIMIT)
+        .max_message_size(WS_INCOMING_LIMIT)
+        .max_frame_size(WS_INCOMING_LIMIT)
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| async move {
             send_states(socket, rx, last_sent, keepalive, shutdown).await;
             drop(slot);
         }))
 }
+
+/// The most a WebSocket client's message may be, and the read buffer.
+const WS_INCOMING_LIMIT: usize = 4 * 1024;
 
 async fn send_states(
     mut socket: WebSocket,
