@@ -1,8 +1,9 @@
-//! Clients for driving a running stack from tests: presses over HTTP, an
-//! SSE listener over TCP, and a ledger of accepted presses that says when
-//! a state covers all of them.
+//! Clients for driving a running stack from tests: presses over HTTP, a
+//! state listener over TCP (SSE or WebSocket, [`ws`]), and a ledger of
+//! accepted presses that says when a state covers all of them.
 
 pub mod browser;
+pub mod ws;
 
 use button_domain::Snapshot;
 use eventsource_stream::Eventsource;
@@ -276,50 +277,146 @@ impl Ledger {
     }
 }
 
-/// A live SSE connection that keeps the newest state it was sent.
-pub struct SseListener {
-    latest: watch::Receiver<Option<Snapshot>>,
+/// How a client receives states: `/v1/states/stream` (SSE) or
+/// `/v1/states/ws` (WebSocket). Both carry the same JSON per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Sse,
+    Ws,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown transport `{0}`: `sse` or `ws`")]
+pub struct UnknownTransport(pub String);
+
+impl std::str::FromStr for Transport {
+    type Err = UnknownTransport;
+
+    fn from_str(s: &str) -> Result<Transport, UnknownTransport> {
+        match s {
+            "sse" => Ok(Transport::Sse),
+            "ws" => Ok(Transport::Ws),
+            other => Err(UnknownTransport(other.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+        })
+    }
+}
+
+impl Transport {
+    /// The route of the state stream on this transport.
+    pub fn path(self) -> &'static str {
+        match self {
+            Transport::Sse => "/v1/states/stream",
+            Transport::Ws => "/v1/states/ws",
+        }
+    }
+}
+
+/// A state as a stream delivered it: parsed, and the JSON it came as.
+#[derive(Debug, Clone)]
+struct Received {
+    snapshot: Snapshot,
+    text: String,
+}
+
+/// A live state stream (SSE or WebSocket) that keeps the newest state it
+/// was sent.
+pub struct StateListener {
+    latest: watch::Receiver<Option<Received>>,
     frames: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl SseListener {
-    pub async fn connect(api: &Api, last_event_id: Option<i64>) -> anyhow::Result<SseListener> {
-        let client = reqwest::Client::builder().build()?;
-        let mut request = client
-            .get(api.url("/v1/states/stream"))
-            .header("accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id.to_string());
-        }
-        let response = request.send().await?;
-        anyhow::ensure!(
-            response.status() == 200,
-            "stream answered {}",
-            response.status()
-        );
+/// The listener's name from before it had a WebSocket side.
+pub type SseListener = StateListener;
+
+impl StateListener {
+    /// An SSE listener.
+    pub async fn connect(api: &Api, last_event_id: Option<i64>) -> anyhow::Result<StateListener> {
+        Self::connect_with(Transport::Sse, api, last_event_id).await
+    }
+
+    /// A WebSocket listener.
+    pub async fn connect_ws(
+        api: &Api,
+        last_event_id: Option<i64>,
+    ) -> anyhow::Result<StateListener> {
+        Self::connect_with(Transport::Ws, api, last_event_id).await
+    }
+
+    pub async fn connect_with(
+        transport: Transport,
+        api: &Api,
+        last_event_id: Option<i64>,
+    ) -> anyhow::Result<StateListener> {
         let (tx, latest) = watch::channel(None);
         let frames = Arc::new(AtomicUsize::new(0));
         let counter = frames.clone();
-        let task = tokio::spawn(async move {
-            let mut events = response.bytes_stream().eventsource();
-            while let Some(Ok(event)) = events.next().await {
-                if event.event != "state" {
-                    continue;
+        let deliver = move |text: &str| {
+            let Ok(snapshot) = serde_json::from_str::<Snapshot>(text) else {
+                return None;
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let id = snapshot.id;
+            tx.send_replace(Some(Received {
+                snapshot,
+                text: text.to_owned(),
+            }));
+            Some(id)
+        };
+        let last_event_id = last_event_id.map(|id| id.to_string());
+        let task = match transport {
+            Transport::Sse => {
+                let client = reqwest::Client::builder().build()?;
+                let mut request = client
+                    .get(api.url(transport.path()))
+                    .header("accept", "text/event-stream");
+                if let Some(id) = &last_event_id {
+                    request = request.header("last-event-id", id);
                 }
-                let Ok(snapshot) = serde_json::from_str::<Snapshot>(&event.data) else {
-                    continue;
-                };
-                assert_eq!(
-                    event.id,
-                    snapshot.id.to_string(),
-                    "SSE id must be the state id"
+                let response = request.send().await?;
+                anyhow::ensure!(
+                    response.status() == 200,
+                    "stream answered {}",
+                    response.status()
                 );
-                counter.fetch_add(1, Ordering::Relaxed);
-                tx.send_replace(Some(snapshot));
+                tokio::spawn(async move {
+                    let mut events = response.bytes_stream().eventsource();
+                    while let Some(Ok(event)) = events.next().await {
+                        if event.event != "state" {
+                            continue;
+                        }
+                        if let Some(id) = deliver(&event.data) {
+                            assert_eq!(event.id, id.to_string(), "SSE id must be the state id");
+                        }
+                    }
+                })
             }
-        });
-        Ok(SseListener {
+            Transport::Ws => {
+                let headers: Vec<(&str, &str)> = last_event_id
+                    .as_deref()
+                    .map(|id| ("last-event-id", id))
+                    .into_iter()
+                    .collect();
+                let mut socket = ws::connect(&api.url(transport.path()), &headers).await?;
+                tokio::spawn(async move {
+                    while let Some(Ok(text)) = socket.next_text().await {
+                        deliver(&text);
+                    }
+                })
+            }
+        };
+        Ok(StateListener {
             latest,
             frames,
             task,
@@ -331,7 +428,13 @@ impl SseListener {
     }
 
     pub fn latest(&self) -> Option<Snapshot> {
-        self.latest.borrow().clone()
+        self.latest.borrow().as_ref().map(|r| r.snapshot.clone())
+    }
+
+    /// The JSON the newest state came as (an SSE frame's `data`, a
+    /// WebSocket message's text).
+    pub fn latest_text(&self) -> Option<String> {
+        self.latest.borrow().as_ref().map(|r| r.text.clone())
     }
 
     /// Waits until a received state satisfies `pred`.
@@ -342,10 +445,10 @@ impl SseListener {
     ) -> Option<Snapshot> {
         let wait = async {
             loop {
-                if let Some(s) = self.latest.borrow_and_update().as_ref()
-                    && pred(s)
+                if let Some(r) = self.latest.borrow_and_update().as_ref()
+                    && pred(&r.snapshot)
                 {
-                    return Some(s.clone());
+                    return Some(r.snapshot.clone());
                 }
                 if self.latest.changed().await.is_err() {
                     return None;
@@ -356,7 +459,7 @@ impl SseListener {
     }
 }
 
-impl Drop for SseListener {
+impl Drop for StateListener {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -409,6 +512,25 @@ pub async fn wait_db_covers(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Presses once into `ledger` and waits until the service serves a state
+/// that counts the press: PostgreSQL has it and the service learnt of it
+/// (through Redis). That state.
+pub async fn press_until_served(api: &Api, database_url: &str, ledger: &mut Ledger) -> Snapshot {
+    ledger.record(&api.press().await.expect("press"));
+    let persisted = wait_db_covers(database_url, ledger, Duration::from_secs(60))
+        .await
+        .expect("persisted");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            api.current().await.is_ok_and(|s| s.id >= persisted.id)
+        })
+        .await,
+        "the service serves state {}",
+        persisted.id
+    );
+    persisted
 }
 
 /// Logs for tests, shown by the test runner on failure (`RUST_LOG` filters).

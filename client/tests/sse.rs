@@ -2,7 +2,8 @@
 //! client cap, ETags, Redis outages, and slow clients.
 
 use button_client::{
-    Api, Ledger, SseListener, init_test_logs, press_many, wait_db_covers, wait_until,
+    Api, Ledger, SseListener, init_test_logs, press_many, press_until_served, wait_db_covers,
+    wait_until,
 };
 use button_stack::{Component, Stack, StackConfig};
 use std::time::Duration;
@@ -19,17 +20,7 @@ async fn stream_sends_current_state_honours_last_event_id_and_caps_clients() {
     let api = Api::new(stack.service_url(0));
 
     let mut ledger = Ledger::default();
-    ledger.record(&api.press().await.expect("press"));
-    let first = wait_db_covers(&stack.database_url(), &ledger, Duration::from_secs(60))
-        .await
-        .expect("persisted");
-    // The service learns of it through Redis.
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            api.current().await.is_ok_and(|s| s.id >= first.id)
-        })
-        .await
-    );
+    let first = press_until_served(&api, &stack.database_url(), &mut ledger).await;
 
     // A new client gets the current state at once.
     let mut fresh = SseListener::connect(&api, None).await.expect("stream");

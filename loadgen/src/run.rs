@@ -119,6 +119,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let listeners_stop = button_infra::CancellationToken::new();
     let listeners = crate::observe::spawn_listeners(
         scenario.sse.listeners,
+        scenario.sse.transport(),
         &endpoints.service_urls,
         &recorder,
         &listeners_stop,
@@ -643,6 +644,7 @@ fn summarise(
     let mut s = Summary {
         scenario: scenario.name.clone(),
         ingest: scenario.stack.ingest,
+        transport: scenario.sse.transport(),
         run: name.to_owned(),
         sweep_point: options.sweep_point.clone(),
         guards: guards.clone(),

@@ -2,6 +2,7 @@
 //! apply, and what must hold. Read from TOML; unknown keys are errors that
 //! name the key and the file.
 
+use button_client::Transport;
 use button_stack::{BrokerStorage, Component, Ingest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -282,14 +283,29 @@ impl Phase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SseSection {
-    /// SSE connections held open during the run; the first one also times
+    /// State streams held open during the run; the first one also times
     /// produce-to-SSE.
     pub listeners: usize,
+    /// How the listeners receive states: `sse` (`/v1/states/stream`) or
+    /// `ws` (`/v1/states/ws`). A string, parsed in `validate`, so that a
+    /// wrong value is an error naming `sse.transport`.
+    pub transport: String,
 }
 
 impl Default for SseSection {
     fn default() -> Self {
-        SseSection { listeners: 1 }
+        SseSection {
+            listeners: 1,
+            transport: Transport::Sse.to_string(),
+        }
+    }
+}
+
+impl SseSection {
+    pub fn transport(&self) -> Transport {
+        self.transport
+            .parse()
+            .expect("validated when the scenario was loaded")
     }
 }
 
@@ -476,6 +492,10 @@ impl Scenario {
             .broker_storage
             .parse::<BrokerStorage>()
             .map_err(|e| invalid("stack.broker_storage".into(), e.to_string()))?;
+        self.sse
+            .transport
+            .parse::<Transport>()
+            .map_err(|e| invalid("sse.transport".into(), e.to_string()))?;
         match self.stack.driver {
             Driver::External => {
                 for key in ["service_url", "reducer_url", "database_url"] {
@@ -1021,6 +1041,30 @@ mod tests {
             .expect_err("storage")
             .to_string();
         assert!(err.contains("stack.broker_storage"), "{err}");
+    }
+
+    #[test]
+    fn the_listeners_transport_is_sse_or_ws() {
+        assert_eq!(
+            parse_str(MINIMAL).expect("valid").sse.transport(),
+            Transport::Sse
+        );
+        let s = parse_str(&format!(
+            "[sse]\ntransport = \"ws\"\nlisteners = 2\n{MINIMAL}"
+        ))
+        .expect("valid");
+        assert_eq!((s.sse.transport(), s.sse.listeners), (Transport::Ws, 2));
+        let s = parse_str(&format!("[sse]\ntransport = \"sse\"\n{MINIMAL}")).expect("valid");
+        assert_eq!(s.sse.transport(), Transport::Sse);
+        let err = parse_str(&format!("[sse]\ntransport = \"websocket\"\n{MINIMAL}"))
+            .expect_err("unknown transport")
+            .to_string();
+        assert!(
+            err.contains("scenarios/test.toml")
+                && err.contains("sse.transport")
+                && err.contains("websocket"),
+            "{err}"
+        );
     }
 
     #[test]

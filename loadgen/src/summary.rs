@@ -352,6 +352,10 @@ pub struct Summary {
     /// `kafka`).
     #[serde(default)]
     pub ingest: button_stack::Ingest,
+    /// How the listeners received states (runs stored before it existed
+    /// used SSE).
+    #[serde(default)]
+    pub transport: button_client::Transport,
     pub run: String,
     pub sweep_point: Option<BTreeMap<String, String>>,
     pub guards: GuardsInfo,
@@ -1261,6 +1265,7 @@ mod tests {
         let summary = Summary {
             scenario: "t".into(),
             ingest: button_stack::Ingest::Kafka,
+            transport: button_client::Transport::Sse,
             run: "r".into(),
             sweep_point: None,
             guards: GuardsInfo::default(),

@@ -127,6 +127,35 @@ async fn a_run_against_an_external_stack_stores_every_file_and_a_clean_verdict()
     assert!(csv.lines().count() >= 5, "a row a second:\n{csv}");
 }
 
+/// Listeners on WebSockets: the same measurement, the same verdict, and
+/// the transport in the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_websocket_listeners_sees_every_press_and_records_the_transport() {
+    let stack = Stack::start(StackConfig::default())
+        .await
+        .expect("stack starts");
+    let (stdout, run, _dir) = run_loadgen(
+        &stack,
+        "[[phase]]\nduration_s = 3\nrate = 100\n[sse]\nlisteners = 2\ntransport = \"ws\"\n[assert]\nlost = 0\nduplicated = 0\n",
+    )
+    .await;
+    assert!(stdout.contains("CLEAN"), "{stdout}");
+    let summary = summary(&run);
+    assert_eq!(summary["transport"], "ws", "{summary}");
+    assert_eq!(summary["verdict"]["clean"], true, "{summary}");
+    let accepted = summary["accepted"].as_u64().expect("accepted");
+    assert!(accepted >= 250, "{accepted} presses accepted");
+    assert_eq!(
+        summary["press_to_sse"]["count"].as_u64(),
+        Some(accepted),
+        "every accepted press was seen on the socket"
+    );
+    assert!(
+        summary["fanout"]["count"].as_u64() > Some(0),
+        "fan-out timed on the sockets: {summary}"
+    );
+}
+
 /// The other two ingest paths, judged the same way: every 202 found by
 /// identity (in the topic by request id for the outbox, in the `presses`
 /// table for direct), and every press's press-to-SSE latency measured.

@@ -50,13 +50,14 @@ fn sse_frame(c: &mut Criterion) {
     snapshot.offsets = (0..4).map(|p| (p, 2_000_000 + i64::from(p))).collect();
     let mut group = c.benchmark_group("sse_frame");
     group.throughput(Throughput::Elements(1));
-    // Once per state, by the first stream that sends it.
+    // Once per state, by the feed: the JSON and the SSE frame around it.
     group.bench_function("encode", |b| {
-        b.iter(|| button_service::routes::states::render(black_box(&snapshot)))
+        b.iter_batched(
+            || snapshot.clone(),
+            button_service::feed::Published::new,
+            criterion::BatchSize::SmallInput,
+        )
     });
-    // Every other stream: the rendered state, shared.
-    let frames = button_service::routes::states::Frames::default();
-    group.bench_function("shared", |b| b.iter(|| frames.of(black_box(&snapshot))));
     group.finish();
 }
 

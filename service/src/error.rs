@@ -28,6 +28,8 @@ pub enum ApiError {
     TooManyClients { limit: usize },
     #[error("this client already holds {limit} streams")]
     TooManyStreams { limit: usize },
+    #[error("not a WebSocket handshake: {0}")]
+    NotWebSocket(String),
     #[error("no answer within the request deadline")]
     RequestTimeout,
     #[error("shutting down")]
@@ -63,7 +65,8 @@ impl ApiError {
             | ApiError::PowInvalid(_)
             | ApiError::PowExpired
             | ApiError::PowReplayed
-            | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidIdempotencyKey
+            | ApiError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
             ApiError::RateLimited(_) | ApiError::TooManyStreams { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::QueueFull => "queue_full",
             ApiError::TooManyClients { .. } => "too_many_clients",
             ApiError::TooManyStreams { .. } => "too_many_streams",
+            ApiError::NotWebSocket(_) => "not_websocket",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::PowDisabled => "pow_disabled",

@@ -3,7 +3,12 @@
 //! slow client skips states instead of queueing them). While Redis is down
 //! the feed polls PostgreSQL instead; while it is up it still checks
 //! PostgreSQL now and then, for a publish the reducer could not make.
+//!
+//! Each state is serialised once, when it enters the channel ([`Published`]);
+//! every SSE and WebSocket client sends that same JSON.
 
+use axum::body::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use button_domain::Snapshot;
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -13,7 +18,47 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub type Current = watch::Receiver<Arc<Snapshot>>;
+pub type Current = watch::Receiver<Arc<Published>>;
+
+/// A state, its JSON and its SSE frame, made once per state rather than
+/// once per client. Both are reference-counted views of one buffer: an SSE
+/// stream and a WebSocket message send them without a copy.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Snapshot,
+    /// `event: state`, `id: <state id>`, `data: <json>`, a blank line.
+    pub sse: Bytes,
+    /// The JSON alone: a view into `sse`.
+    pub json: Utf8Bytes,
+}
+
+impl Published {
+    pub fn new(snapshot: Snapshot) -> Published {
+        let json = serde_json::to_vec(&snapshot).unwrap_or_else(|_| b"{}".to_vec());
+        let head = format!("event: state\nid: {}\ndata: ", snapshot.id);
+        let mut frame = Vec::with_capacity(head.len() + json.len() + 2);
+        frame.extend_from_slice(head.as_bytes());
+        frame.extend_from_slice(&json);
+        frame.extend_from_slice(b"\n\n");
+        let sse = Bytes::from(frame);
+        // serde_json writes UTF-8 only.
+        let json = Utf8Bytes::try_from(sse.slice(head.len()..head.len() + json.len()))
+            .unwrap_or_else(|_| Utf8Bytes::from_static("{}"));
+        Published {
+            snapshot,
+            sse,
+            json,
+        }
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
 
 #[derive(Clone)]
 pub struct FeedConfig {
@@ -27,7 +72,7 @@ pub struct FeedConfig {
 pub async fn run(
     pool: PgPool,
     config: FeedConfig,
-    tx: watch::Sender<Arc<Snapshot>>,
+    tx: watch::Sender<Arc<Published>>,
     redis_up: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -90,7 +135,7 @@ async fn listen(
     mut pubsub: redis::aio::PubSub,
     pool: &PgPool,
     config: &FeedConfig,
-    tx: &watch::Sender<Arc<Snapshot>>,
+    tx: &watch::Sender<Arc<Published>>,
     shutdown: &CancellationToken,
 ) {
     let mut messages = pubsub.on_message();
@@ -114,7 +159,7 @@ async fn listen(
     }
 }
 
-async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Snapshot>>) {
+async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Published>>) {
     let current = tx.borrow().id;
     match tokio::time::timeout(
         Duration::from_secs(2),
@@ -133,11 +178,16 @@ async fn poll_db(pool: &PgPool, tx: &watch::Sender<Arc<Snapshot>>) {
 }
 
 /// Replaces the current state if `snapshot` is newer; never goes back.
-pub fn offer(tx: &watch::Sender<Arc<Snapshot>>, snapshot: Snapshot) {
+pub fn offer(tx: &watch::Sender<Arc<Published>>, snapshot: Snapshot) {
+    // Serialised outside the channel's lock, which every client reads.
+    if snapshot.id <= tx.borrow().id {
+        return;
+    }
+    let published = Arc::new(Published::new(snapshot));
     tx.send_if_modified(|current| {
-        if snapshot.id > current.id {
-            observe_age(&snapshot);
-            *current = Arc::new(snapshot);
+        if published.id > current.id {
+            observe_age(&published);
+            *current = published;
             true
         } else {
             false
@@ -160,4 +210,29 @@ fn observe_age(snapshot: &Snapshot) {
     // Clocks of different hosts may disagree by a little: never negative.
     let age_s = (now_ms - first).max(0) as f64 / 1000.0;
     metrics::histogram!("service_state_age_seconds").record(age_s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_is_serialised_once_into_its_sse_frame_and_its_json_is_a_view_of_it() {
+        let mut snapshot = Snapshot::genesis("rules".to_owned());
+        snapshot.id = 7;
+        snapshot.counter = 42;
+        let json = serde_json::to_vec(&snapshot).expect("serialises");
+        let published = Published::new(snapshot);
+        assert_eq!(published.json.as_str().as_bytes(), json.as_slice());
+        assert_eq!(
+            published.sse.as_ref(),
+            [b"event: state\nid: 7\ndata: ".as_slice(), &json, b"\n\n"].concat()
+        );
+        let frame = published.sse.as_ptr_range();
+        let view = published.json.as_str().as_bytes().as_ptr_range();
+        assert!(
+            frame.start <= view.start && view.end <= frame.end,
+            "the JSON shares the frame's buffer"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! - [`routes::press`]: `POST /v1/events/press` → Kafka (`acks=all`,
 //!   idempotent), 202 with partition and offset after the broker's ack; or
 //!   (ingest `outbox`, `direct`) a PostgreSQL insert ([`ingest`]).
-//! - [`routes::states`]: the newest state from memory, and its SSE stream.
+//! - [`routes::states`]: the newest state from memory, and its stream over
+//!   SSE or a WebSocket.
 //! - [`feed`]: one Redis subscription per process, PostgreSQL while Redis
 //!   is down.
 //! - [`error`]: the one failure-to-response mapping.
@@ -70,8 +71,6 @@ pub struct Shared {
     pub current: feed::Current,
     pub sse_clients: Arc<AtomicUsize>,
     pub sse_per_client: routes::states::StreamsPerClient,
-    /// The newest state rendered once for every stream.
-    pub frames: Arc<routes::states::Frames>,
     /// `/v1/countries`'s JSON body.
     pub countries: routes::states::Cached<axum::body::Bytes>,
     pub redis_up: Arc<AtomicBool>,
@@ -88,7 +87,9 @@ impl AppState {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy(&config.database_url)
             .context("a lazy PostgreSQL pool")?;
-        let (_, current) = watch::channel(Arc::new(Snapshot::genesis(String::new())));
+        let (_, current) = watch::channel(Arc::new(feed::Published::new(Snapshot::genesis(
+            String::new(),
+        ))));
         let countries_ttl = Duration::from_millis(config.countries_cache_ms);
         Ok(AppState::new(Shared {
             config: Arc::new(config),
@@ -99,7 +100,6 @@ impl AppState {
             current,
             sse_clients: Arc::new(AtomicUsize::new(0)),
             sse_per_client: Default::default(),
-            frames: Default::default(),
             countries: routes::states::Cached::new(countries_ttl),
             redis_up: Arc::new(AtomicBool::new(false)),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -131,8 +131,8 @@ pub fn app(state: AppState) -> Router {
                 },
             ),
         );
-    // `route_layer` covers the routes above only: the stream, added after,
-    // is meant to stay open.
+    // `route_layer` covers the routes above only: the streams, added after,
+    // are meant to stay open.
     if state.config.request_timeout_ms > 0 {
         router = router.route_layer(timeout::RequestTimeoutLayer(Duration::from_millis(
             state.config.request_timeout_ms,
@@ -140,6 +140,7 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .route("/v1/states/stream", get(routes::states::stream))
+        .route("/v1/states/ws", get(routes::states::ws))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -201,7 +202,7 @@ pub async fn serve(
         ingest => Arc::new(ingest::TableSink::new(pool.clone(), ingest, deadline)),
     };
 
-    let (tx, current) = watch::channel(Arc::new(genesis));
+    let (tx, current) = watch::channel(Arc::new(feed::Published::new(genesis)));
     let redis_up = Arc::new(AtomicBool::new(false));
     let feed_config = feed::FeedConfig {
         redis_url: config.redis_url.clone(),
@@ -229,7 +230,6 @@ pub async fn serve(
         current,
         sse_clients: Arc::new(AtomicUsize::new(0)),
         sse_per_client: Default::default(),
-        frames: Default::default(),
         countries: routes::states::Cached::new(countries_ttl),
         redis_up,
         metrics,

@@ -18,6 +18,7 @@ pub const ERROR_CODES: &[&str] = &[
     "queue_full",
     "too_many_clients",
     "too_many_streams",
+    "not_websocket",
     "request_timeout",
     "shutting_down",
     "pow_disabled",
@@ -84,7 +85,7 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Gauge,
         unit: "clients",
         labels: &[],
-        help: "Open state streams.",
+        help: "Open state streams (SSE and WebSocket).",
         buckets: &[],
     },
     Metric {
@@ -92,7 +93,7 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         unit: "frames",
         labels: &[],
-        help: "State frames written to stream clients.",
+        help: "State frames written to stream clients (SSE frames and WebSocket messages).",
         buckets: &[],
     },
     Metric {

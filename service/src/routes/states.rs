@@ -1,13 +1,16 @@
-//! `GET /v1/states/current` and `GET /v1/states/stream` (Server-Sent Events).
+//! `GET /v1/states/current`, `GET /v1/states/stream` (Server-Sent Events)
+//! and `GET /v1/states/ws` (the same states over a WebSocket).
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::feed::Published;
+use axum::Extension;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use button_domain::Snapshot;
 use futures::Stream;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -78,8 +81,8 @@ impl<T: Clone> Cached<T> {
 
 /// The newest state, from memory. `ETag` is the state id.
 pub async fn current(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = app.current.borrow().clone();
-    let etag = format!("\"{}\"", snapshot.id);
+    let published = app.current.borrow().clone();
+    let etag = format!("\"{}\"", published.id);
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -90,7 +93,12 @@ pub async fn current(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        Json(&*snapshot).into_response()
+        // The feed's JSON of this state, not a new serialisation.
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            Bytes::from(published.json.clone()),
+        )
+            .into_response()
     };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -171,13 +179,13 @@ struct StreamSlots {
     _per_client: Option<PerClientSlot>,
 }
 
-/// Sends the current state at once (unless `Last-Event-ID` says the client
-/// has it), then every newer state; a slow client skips to the newest.
-pub async fn stream(
-    State(app): State<AppState>,
+/// The slots a new stream takes, SSE or WebSocket alike: both count
+/// against the same global cap and the same per-client cap.
+fn stream_slots(
+    app: &AppState,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
+    headers: &HeaderMap,
+) -> Result<StreamSlots, ApiError> {
     // The per-client cap first: one client filling it must not take slots
     // of the global cap from everyone else, even for a moment.
     let per_client = match app.config.sse_max_per_client {
@@ -186,7 +194,7 @@ pub async fn stream(
             let client = app
                 .guards
                 .identity
-                .of(connect.map(|Extension(ConnectInfo(a))| a), &headers);
+                .of(connect.map(|Extension(ConnectInfo(a))| a), headers);
             Some(
                 PerClientSlot::acquire(&app.sse_per_client, client, limit)
                     .ok_or(ApiError::TooManyStreams { limit })?,
@@ -194,35 +202,44 @@ pub async fn stream(
         }
     };
     let limit = app.config.sse_max_clients;
-    let slot = StreamSlots {
+    Ok(StreamSlots {
         _global: ClientSlot::acquire(&app.sse_clients, limit)
             .ok_or(ApiError::TooManyClients { limit })?,
         _per_client: per_client,
-    };
-    let mut last_sent = headers
+    })
+}
+
+/// The state id the client says it has (`Last-Event-ID`), unless it is
+/// from the future (another database, say).
+fn last_sent(headers: &HeaderMap, rx: &crate::feed::Current) -> Option<i64> {
+    headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|&id| id <= rx.borrow().id)
+}
+
+/// Sends the current state at once (unless `Last-Event-ID` says the client
+/// has it), then every newer state; a slow client skips to the newest.
+pub async fn stream(
+    State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let slot = stream_slots(&app, connect, &headers)?;
     let rx = app.current.clone();
-    // An id from the future (another database, say) is not honoured.
-    if last_sent.is_some_and(|id| id > rx.borrow().id) {
-        last_sent = None;
-    }
+    let last_sent = last_sent(&headers, &rx);
     let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
     let body = axum::body::Body::from_stream(states(
         rx,
         last_sent,
         slot,
-        app.frames.clone(),
         keepalive,
         app.shutdown.clone(),
     ));
     Ok((
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         body,
@@ -232,11 +249,13 @@ pub async fn stream(
 /// A comment line: keeps idle connections (and proxies) from timing out.
 const KEEPALIVE: &[u8] = b":\n\n";
 
+/// The stream's body: each state's frame as the feed rendered it, shared
+/// with every other stream (the body is written straight from those bytes,
+/// never copied per client), and a comment line after `keepalive` idle.
 fn states(
     rx: crate::feed::Current,
     last_sent: Option<i64>,
     slot: StreamSlots,
-    frames: Arc<Frames>,
     keepalive: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
@@ -244,113 +263,132 @@ fn states(
         (rx, last_sent, slot),
         move |(mut rx, mut last_sent, slot)| {
             let shutdown = shutdown.clone();
-            let frames = frames.clone();
             async move {
-                loop {
-                    let snapshot = rx.borrow_and_update().clone();
-                    if last_sent.is_none_or(|id| snapshot.id > id) {
-                        last_sent = Some(snapshot.id);
-                        let frame = frames.of(&snapshot).sse.clone();
-                        return Some((Ok(frame), (rx, last_sent, slot)));
+                let chunk = tokio::select! {
+                    next = newer(&mut rx, &mut last_sent) => {
+                        frames_sent().increment(1);
+                        next?.sse.clone()
                     }
-                    tokio::select! {
-                        changed = rx.changed() => if changed.is_err() { return None },
-                        _ = tokio::time::sleep(keepalive) => {
-                            return Some((Ok(Bytes::from_static(KEEPALIVE)), (rx, last_sent, slot)));
-                        }
-                        _ = shutdown.cancelled() => return None,
-                    }
-                }
+                    _ = tokio::time::sleep(keepalive) => Bytes::from_static(KEEPALIVE),
+                    _ = shutdown.cancelled() => return None,
+                };
+                Some((Ok(chunk), (rx, last_sent, slot)))
             }
         },
     )
 }
 
-/// A state as every stream sends it, rendered once.
-pub struct Rendered {
-    pub id: i64,
-    /// The whole SSE frame: `event: state`, `id: <state id>`, the JSON.
-    pub sse: Bytes,
-    /// The state's JSON alone (a view into `sse`, not a copy).
-    pub json: Bytes,
-}
-
-/// The newest rendered state, shared by every stream: with ten thousand
-/// clients, serialising per client was the fan-out's main cost.
-#[derive(Default)]
-pub struct Frames {
-    newest: Mutex<Option<Arc<Rendered>>>,
-}
-
-impl Frames {
-    /// `snapshot` rendered: by the first stream that needs it, then shared.
-    pub fn of(&self, snapshot: &Snapshot) -> Arc<Rendered> {
-        frames_sent().increment(1);
-        let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = newest.as_ref().filter(|r| r.id == snapshot.id) {
-            return r.clone();
-        }
-        let rendered = Arc::new(render(snapshot));
-        // A stream behind the others (it asked for an older state) must
-        // not evict the newest.
-        if newest.as_ref().is_none_or(|r| r.id < snapshot.id) {
-            *newest = Some(rendered.clone());
-        }
-        rendered
-    }
-}
-
-/// `snapshot` as an SSE frame and as JSON, from one serialisation.
-pub fn render(snapshot: &Snapshot) -> Rendered {
-    let json = serde_json::to_vec(snapshot).unwrap_or_else(|_| b"{}".to_vec());
-    let head = format!("event: state\nid: {}\ndata: ", snapshot.id);
-    let mut sse = Vec::with_capacity(head.len() + json.len() + 2);
-    sse.extend_from_slice(head.as_bytes());
-    sse.extend_from_slice(&json);
-    sse.extend_from_slice(b"\n\n");
-    let sse = Bytes::from(sse);
-    let json = sse.slice(head.len()..head.len() + json.len());
-    Rendered {
-        id: snapshot.id,
-        sse,
-        json,
-    }
-}
-
-/// `service_sse_frames_total`, looked up once: the macro's lookup per
-/// frame showed at ten thousand clients.
+/// `service_sse_frames_total`, looked up once rather than per frame: with
+/// ten thousand clients the lookup is paid ten thousand times a state.
 fn frames_sent() -> &'static metrics::Counter {
     static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
     COUNTER.get_or_init(|| metrics::counter!("service_sse_frames_total"))
+}
+
+/// The newest state past `last_sent` (waiting for one if need be), which
+/// becomes `last_sent`; `None` once the feed is gone. Only the newest is
+/// ever looked at, so a client that is slow to take states skips the ones
+/// it missed: the latest-value rule of both transports.
+async fn newer(
+    rx: &mut crate::feed::Current,
+    last_sent: &mut Option<i64>,
+) -> Option<Arc<Published>> {
+    loop {
+        let published = rx.borrow_and_update().clone();
+        if last_sent.is_none_or(|id| published.id > id) {
+            *last_sent = Some(published.id);
+            return Some(published);
+        }
+        rx.changed().await.ok()?;
+    }
+}
+
+/// `GET /v1/states/ws`: the SSE stream's states over a WebSocket, one
+/// text message per state carrying exactly an SSE frame's `data`. Same
+/// caps (refused with the same JSON before the upgrade), same first state
+/// and `Last-Event-ID`, same skipping to the newest.
+pub async fn ws(
+    State(app): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| ApiError::NotWebSocket(e.body_text()))?;
+    let slot = stream_slots(&app, connect, &headers)?;
+    let rx = app.current.clone();
+    let last_sent = last_sent(&headers, &rx);
+    let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
+    let shutdown = app.shutdown.clone();
+    Ok(upgrade
+        // A client only ever sends Close and pongs: a small read buffer
+        // (the library's default is 128 KiB, allocated per connection)
+        // and a small message limit, so an idle socket costs about what
+        // an SSE stream does and a client cannot make the service buffer
+        // a large message it would ignore.
+        .read_buffer_size(WS_INCOMING_LIMIT)
+        .max_message_size(WS_INCOMING_LIMIT)
+        .max_frame_size(WS_INCOMING_LIMIT)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            send_states(socket, rx, last_sent, keepalive, shutdown).await;
+            drop(slot);
+        }))
+}
+
+/// The most a WebSocket client's message may be, and the read buffer.
+const WS_INCOMING_LIMIT: usize = 4 * 1024;
+
+async fn send_states(
+    mut socket: WebSocket,
+    mut rx: crate::feed::Current,
+    mut last_sent: Option<i64>,
+    keepalive: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // A send that waits on a slow client's socket holds no state: the
+        // next one looked at after it is the newest, as on SSE.
+        let message = tokio::select! {
+            next = newer(&mut rx, &mut last_sent) => match next {
+                Some(published) => {
+                    frames_sent().increment(1);
+                    Message::Text(published.json.clone())
+                }
+                None => return,
+            },
+            _ = ping.tick() => Message::Ping(Bytes::new()),
+            incoming = socket.recv() => match incoming {
+                // The library queues the answering Close; the next read
+                // flushes it and then ends.
+                Some(Ok(Message::Close(_))) => {
+                    while let Some(Ok(_)) = socket.recv().await {}
+                    return;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return,
+            },
+            _ = shutdown.cancelled() => {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: Utf8Bytes::from_static("shutting down"),
+                    })))
+                    .await;
+                return;
+            }
+        };
+        if socket.send(message).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
-
-    #[test]
-    fn a_state_is_rendered_once_for_every_stream_and_an_older_one_does_not_evict_it() {
-        let frames = Frames::default();
-        let mut newer = Snapshot::genesis("rules".to_owned());
-        newer.id = 7;
-        newer.counter = 42;
-        let first = frames.of(&newer);
-        assert!(
-            Arc::ptr_eq(&first, &frames.of(&newer)),
-            "shared, not rendered again"
-        );
-        let json = serde_json::to_vec(&newer).expect("serialises");
-        assert_eq!(first.json.as_ref(), json.as_slice());
-        assert_eq!(
-            first.sse.as_ref(),
-            [b"event: state\nid: 7\ndata: ".as_slice(), &json, b"\n\n"].concat()
-        );
-        let mut older = newer.clone();
-        older.id = 6;
-        assert_eq!(frames.of(&older).id, 6);
-        assert!(Arc::ptr_eq(&first, &frames.of(&newer)), "the newest stays");
-    }
 
     #[tokio::test]
     async fn a_cached_value_is_loaded_once_per_ttl_even_by_concurrent_callers() {
