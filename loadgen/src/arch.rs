@@ -95,10 +95,9 @@ fn knee_cell(r: &[&Run]) -> String {
     let all_same = knees.windows(2).all(|w| w[0] == w[1]);
     match bounded {
         0 => format!("**{}**", spread(&knees, 0)),
-        n if n == r.len() && all_same => format!(
-            "**{}**",
-            crate::summary::knee_text(knees[0], true)
-        ),
+        n if n == r.len() && all_same => {
+            format!("**{}**", crate::summary::knee_text(knees[0], true))
+        }
         n => format!(
             "**≥ {}** (the ramp's last step in {n} of {} runs)",
             spread(&knees, 0),
@@ -440,11 +439,10 @@ mod tests {
             run
         };
         let mut stopped = ramp("direct", Some(2000.0), 80.0, 30.0);
-        stopped.1["phases"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "8000/s", "rate": 8000.0, "planned": 80000, "not_run": true,
-                 "press_to_sse": {"p50_ms": 0.0, "p99_ms": 0.0}}));
+        stopped.1["phases"].as_array_mut().unwrap().push(
+            json!({"name": "8000/s", "rate": 8000.0, "planned": 80000, "not_run": true,
+                 "press_to_sse": {"p50_ms": 0.0, "p99_ms": 0.0}}),
+        );
         let runs = vec![bounded(16000.0), bounded(16000.0), stopped];
         for (name, _, _) in &runs {
             std::fs::create_dir_all(dir.path().join(name)).unwrap();
@@ -460,9 +458,15 @@ mod tests {
             row("**knee**").contains("| **≥ 16,000 (the ramp's last step)** | **-** | **2000** |"),
             "{md}"
         );
-        assert!(row("at 8000/s: press→SSE p99").ends_with("| - | - | - |"), "{md}");
+        assert!(
+            row("at 8000/s: press→SSE p99").ends_with("| - | - | - |"),
+            "{md}"
+        );
         let mixed = knee_cell(&[&bounded(16000.0), &ramp("kafka", Some(14000.0), 1.0, 1.0)]);
-        assert_eq!(mixed, "**≥ 15000 (14000–16000)** (the ramp's last step in 1 of 2 runs)");
+        assert_eq!(
+            mixed,
+            "**≥ 15000 (14000–16000)** (the ramp's last step in 1 of 2 runs)"
+        );
     }
 
     #[test]

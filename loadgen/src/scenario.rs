@@ -170,7 +170,9 @@ pub struct Knee {
 impl Knee {
     /// Consecutive missed steps that end the ramp, if the rule is on.
     pub fn stop_after(&self) -> Option<u32> {
-        u32::try_from(self.stop_after_misses).ok().filter(|&n| n > 0)
+        u32::try_from(self.stop_after_misses)
+            .ok()
+            .filter(|&n| n > 0)
     }
 }
 

@@ -110,7 +110,11 @@ pub struct RampStop {
 
 impl RampStop {
     pub fn describe(&self) -> String {
-        let steps = if self.missed.len() == 1 { "step" } else { "steps" };
+        let steps = if self.missed.len() == 1 {
+            "step"
+        } else {
+            "steps"
+        };
         let why: Vec<String> = self
             .missed
             .iter()
@@ -208,10 +212,7 @@ pub fn step_miss(limit_ms: f64, limits: &ValidityLimits, step: &StepSoFar) -> Op
         ));
     }
     if step.answered > step.accepted {
-        return Some(format!(
-            "{} presses failed",
-            step.answered - step.accepted
-        ));
+        return Some(format!("{} presses failed", step.answered - step.accepted));
     }
     if step.press_to_sse.count > 0 && step.press_to_sse.p99_ms > limit_ms {
         return Some(format!(
@@ -1025,7 +1026,10 @@ mod tests {
         let mut rule = StopRule::new(2);
         assert!(!rule.step("1000/s", None));
         assert!(!rule.step("2000/s", miss()));
-        assert!(!rule.step("4000/s", None), "a met step starts the count again");
+        assert!(
+            !rule.step("4000/s", None),
+            "a met step starts the count again"
+        );
         assert!(!rule.step("6000/s", miss()));
         assert!(rule.step("8000/s", miss()));
         let names: Vec<&str> = rule.missed().iter().map(|m| m.phase.as_str()).collect();

@@ -115,11 +115,13 @@ fn targets(name: &str, stack: &Stack) -> Vec<Target> {
             address: format!("127.0.0.1:{port}"),
         });
     }
-    targets.push(Target {
-        job: "button-reducer",
-        instance: format!("{name}-reducer-1"),
-        address: format!("127.0.0.1:{}", e.reducer_port),
-    });
+    for (i, port) in e.reducer_ports.iter().enumerate() {
+        targets.push(Target {
+            job: "button-reducer",
+            instance: format!("{name}-reducer-{}", i + 1),
+            address: format!("127.0.0.1:{port}"),
+        });
+    }
     for (i, port) in e.relay_ports.iter().enumerate() {
         targets.push(Target {
             job: "button-relay",
@@ -295,8 +297,13 @@ async fn every_dashboard_panel_has_data_in_a_real_prometheus() {
         queries.len()
     );
 
+    // Two of each, so every per-instance panel must tell them apart: two
+    // reducers share the partitions as one consumer group.
     let config = |ingest, relays| StackConfig {
         services: 2,
+        reducers: 2,
+        partitions: 2,
+        reducer_env: button_stack::env(&[("BUTTON_ASSIGNMENT", "group")]),
         ingest,
         relays,
         ..StackConfig::default()

@@ -177,8 +177,8 @@ pub struct StackConfig {
     pub services: usize,
     /// Start the reducers with the rest (tests of the service alone say no).
     pub reducer: bool,
-    /// Reducers started (each its own health port and
-    /// `BUTTON_GROUP_INSTANCE_ID=button-reducer-<i>`). More than one takes
+    /// Reducers started, each with its own health port (and, alone, the
+    /// static member id `button-reducer-0`). More than one takes
     /// turns over partitions with `BUTTON_ASSIGNMENT=group`; with `manual`
     /// each reads every partition and the writers' lock keeps the count.
     pub reducers: usize,
@@ -538,8 +538,19 @@ impl Stack {
                     format!("127.0.0.1:{}", e.reducer_ports[i]),
                 )
                 .env("BUTTON_DLQ_TOPIC", self.config.dlq_topic.clone())
-                // Distinct static members: one id for two would fence one.
-                .env("BUTTON_GROUP_INSTANCE_ID", format!("button-reducer-{i}"))
+                // One reducer: a static member takes its partitions back at
+                // once after a restart. Several: dynamic members, since
+                // tansu 0.6.0 never settles a group of static ones (each
+                // assigned, then revoked, every session timeout); with
+                // Apache Kafka (compose) each has its own static id.
+                .env(
+                    "BUTTON_GROUP_INSTANCE_ID",
+                    if self.config.reducers > 1 {
+                        String::new()
+                    } else {
+                        format!("button-reducer-{i}")
+                    },
+                )
                 .envs(self.config.reducer_env.clone()),
             Component::Relay(i) => Spec::new(locate::button_bin("button-relay")?, log)
                 .envs(self.common_env())

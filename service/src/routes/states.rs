@@ -230,16 +230,14 @@ pub async fn stream(
     let rx = app.current.clone();
     let last_sent = last_sent(&headers, &rx);
     let keepalive = Duration::from_millis(app.config.sse_keepalive_ms);
-    let body = axum::body::Body::from_stream(states(
-        rx,
-        last_sent,
-        slot,
-        keepalive,
-        app.shutdown.clone(),
-    ));
+    let body =
+        axum::body::Body::from_stream(states(rx, last_sent, slot, keepalive, app.shutdown.clone()));
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         body,
