@@ -367,6 +367,14 @@ fn chart_points(ramps: &[(Ingest, Vec<&Run>)]) -> Vec<SweepPoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line of table `md` that starts with `label`.
+    fn row_of(md: &str, label: &str) -> String {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {label}")))
+            .unwrap_or_else(|| panic!("no row {label} in\n{md}"))
+            .to_owned()
+    }
     use serde_json::json;
 
     fn ramp(ingest: &str, knee: Option<f64>, p99_at_2000: f64, service_us: f64) -> Run {
@@ -404,12 +412,7 @@ mod tests {
             std::fs::create_dir_all(dir.path().join(name)).unwrap();
         }
         let md = section(&runs, dir.path()).unwrap();
-        let row = |label: &str| {
-            md.lines()
-                .find(|l| l.starts_with(&format!("| {label}")))
-                .unwrap_or_else(|| panic!("no row {label} in\n{md}"))
-                .to_owned()
-        };
+        let row = |label: &str| row_of(&md, label);
         assert_eq!(
             row("**knee**"),
             "| **knee**, presses/s (p99 press→SSE ≤ 100 ms) | **16000 (14000–18000)** | **0** | **-** |"
@@ -448,12 +451,7 @@ mod tests {
             std::fs::create_dir_all(dir.path().join(name)).unwrap();
         }
         let md = section(&runs, dir.path()).unwrap();
-        let row = |label: &str| {
-            md.lines()
-                .find(|l| l.starts_with(&format!("| {label}")))
-                .unwrap_or_else(|| panic!("no row {label} in\n{md}"))
-                .to_owned()
-        };
+        let row = |label: &str| row_of(&md, label);
         assert!(
             row("**knee**").contains("| **≥ 16,000 (the ramp's last step)** | **-** | **2000** |"),
             "{md}"

@@ -325,6 +325,17 @@ mod tests {
         format!("req-{i}")
     }
 
+    /// Request 4 in the topic a second time, at offset 10, and the
+    /// reducer past it.
+    fn request_4_again_at_offset_10(c: &mut Case) {
+        c.topic.push(TopicRecord {
+            partition: 0,
+            offset: 10,
+            request_id: Some(id(4)),
+        });
+        c.after = [(0, 10)].into();
+    }
+
     fn clean_case(n: i64) -> Case {
         Case {
             accepted: (0..n)
@@ -414,12 +425,7 @@ mod tests {
         // Offset 10 repeats request 4; the reducer drops the repeat, so
         // the counter is right; the topic is not.
         let mut c = clean_case(10);
-        c.topic.push(TopicRecord {
-            partition: 0,
-            offset: 10,
-            request_id: Some(id(4)),
-        });
-        c.after = [(0, 10)].into();
+        request_4_again_at_offset_10(&mut c);
         let v = judge(&c);
         assert!(!v.clean, "{v:?}");
         assert_eq!(
@@ -438,12 +444,7 @@ mod tests {
         // on another instance, same key and so same id, at offset 10.
         let mut c = clean_case(10);
         c.accepted[4].offset = 10;
-        c.topic.push(TopicRecord {
-            partition: 0,
-            offset: 10,
-            request_id: Some(id(4)),
-        });
-        c.after = [(0, 10)].into();
+        request_4_again_at_offset_10(&mut c);
         let v = judge(&c);
         assert!(!v.clean, "not known to be a retry: {v:?}");
         c.maybe_twice.insert(id(4));
@@ -458,12 +459,7 @@ mod tests {
     #[test]
     fn a_relay_resend_counted_once_is_clean_where_repeats_are_expected() {
         let mut c = clean_case(10);
-        c.topic.push(TopicRecord {
-            partition: 0,
-            offset: 10,
-            request_id: Some(id(4)),
-        });
-        c.after = [(0, 10)].into();
+        request_4_again_at_offset_10(&mut c);
         let outbox = |c: &Case| {
             Verdict::judge(&JudgeInput {
                 repeats_expected: true,

@@ -14,13 +14,14 @@
 //! a press with a key never gets a random request id: its id is derived
 //! from (client pseudonym, key) with the service secret
 //! ([`super::identity::Identity::request_id`]), and every attempt carries
-//! the same one. What absorbs the second copy is downstream: the reducer
-//! drops a request id it applied within its last `dedupe_window`
-//! (`BUTTON_DEDUPE_WINDOW`, default 100000 ids; ingest `kafka` and
-//! `outbox`), and `presses.request_id` is unique (ingest `direct`: the
-//! retry is answered with the first row's id). So with a key, a press is
+//! the same one. What absorbs the second copy is downstream: on ingest
+//! `direct` and `outbox` the table's unique `request_id` (migration 0005;
+//! the retry is answered with the first row's id), and on ingest `kafka`
+//! (and for an outbox row the relay sent twice) the reducer, which drops a
+//! request id it applied within its last `dedupe_window`
+//! (`BUTTON_DEDUPE_WINDOW`, default 100000 ids). So with a key, a press is
 //! counted at most once even when its first attempt's outcome was unknown,
-//! as long as the retry comes within that window. The id is stable across
+//! as long as a retry on ingest `kafka` comes within that window. The id is stable across
 //! replicas and restarts only with `BUTTON_SECRET` set (as the client
 //! pseudonym is).
 
