@@ -594,10 +594,14 @@ impl Scenario {
                         .map_err(|(k, m)| invalid(k, m))?;
                     continue;
                 }
+                "sse" => {
+                    check_sse_sweep(key, rest, values).map_err(|(k, m)| invalid(k, m))?;
+                    continue;
+                }
                 _ => {
                     return Err(invalid(
                         format!("sweep.\"{key}\""),
-                        "must start with service., reducer., relay., stack. or phase.".into(),
+                        "must start with service., reducer., relay., stack., sse. or phase.".into(),
                     ));
                 }
             };
@@ -646,8 +650,9 @@ impl Scenario {
         Ok(())
     }
 
-    /// `stack.ingest` and `stack.relays`: the only stack keys a sweep may
-    /// vary (the rest shape the stack every point shares).
+    /// `stack.ingest`, `stack.relays`, `stack.services` and
+    /// `stack.reducers`: the stack keys a sweep may vary (the rest, such as
+    /// partitions, shape the topic every point shares).
     fn check_stack_sweep(
         &self,
         key: &str,
@@ -676,10 +681,24 @@ impl Scenario {
                     self.check_ingest(&self.stack.ingest, n as usize)
                         .map_err(|(_, m)| (name.clone(), m))?;
                 }
+                "services" | "reducers" => {
+                    value.as_integer().filter(|n| *n >= 1).ok_or_else(|| {
+                        (
+                            name.clone(),
+                            "values must be whole numbers of at least 1".to_owned(),
+                        )
+                    })?;
+                    if self.stack.driver == Driver::Compose {
+                        return Err((
+                            name,
+                            format!("the compose stack runs one {}", &rest[..rest.len() - 1]),
+                        ));
+                    }
+                }
                 _ => {
                     return Err((
                         name,
-                        "only stack.ingest and stack.relays can be swept".into(),
+                        "only stack.ingest, stack.relays, stack.services and stack.reducers can be swept".into(),
                     ));
                 }
             }
@@ -865,6 +884,37 @@ fn to_env(table: &toml::Table) -> BTreeMap<String, String> {
 }
 
 /// Sets `section.key[.property]` to `value` (a sweep point).
+/// `sse.transport` (`sse` or `ws`) and `sse.listeners` (at least 1).
+fn check_sse_sweep(key: &str, rest: &str, values: &[toml::Value]) -> Result<(), (String, String)> {
+    let name = format!("sweep.\"{key}\"");
+    for value in values {
+        match rest {
+            "transport" => {
+                value
+                    .as_str()
+                    .ok_or_else(|| (name.clone(), "values must be strings".to_owned()))?
+                    .parse::<Transport>()
+                    .map_err(|e| (name.clone(), e.to_string()))?;
+            }
+            "listeners" => {
+                value.as_integer().filter(|n| *n >= 1).ok_or_else(|| {
+                    (
+                        name.clone(),
+                        "values must be whole numbers of at least 1".to_owned(),
+                    )
+                })?;
+            }
+            _ => {
+                return Err((
+                    name,
+                    "only sse.transport and sse.listeners can be swept".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn apply_override(scenario: &mut Scenario, key: &str, value: &toml::Value) {
     let (section, rest) = key.split_once('.').unwrap_or((key, ""));
     if section == "phase" {
@@ -876,16 +926,28 @@ pub fn apply_override(scenario: &mut Scenario, key: &str, value: &toml::Value) {
         return;
     }
     if section == "stack" {
-        // Checked when the scenario was read: a known path, relays >= 1.
-        match rest {
-            "ingest" => {
+        // Checked when the scenario was read: a known path, counts >= 1.
+        let count = value.as_integer().map(|n| n.max(1) as usize);
+        match (rest, count) {
+            ("ingest", _) => {
                 if let Some(ingest) = value.as_str().and_then(|v| v.parse().ok()) {
                     scenario.stack.ingest = ingest;
                 }
             }
+            ("services", Some(n)) => scenario.stack.services = n,
+            ("reducers", Some(n)) => scenario.stack.reducers = n,
+            (_, Some(n)) => scenario.stack.relays = n,
+            _ => {}
+        }
+        return;
+    }
+    if section == "sse" {
+        // Checked when the scenario was read: `sse` or `ws`, listeners >= 1.
+        match (rest, value.as_integer()) {
+            ("listeners", Some(n)) => scenario.sse.listeners = n.max(1) as usize,
             _ => {
-                if let Some(n) = value.as_integer() {
-                    scenario.stack.relays = n.max(1) as usize;
+                if let Some(t) = value.as_str() {
+                    scenario.sse.transport = t.to_owned();
                 }
             }
         }
@@ -1131,7 +1193,7 @@ mod tests {
             (
                 "[sweep]\n\"stack.partitions\" = [1]",
                 "sweep.\"stack.partitions\"",
-                "only stack.ingest and stack.relays",
+                "only stack.ingest, stack.relays, stack.services and stack.reducers",
             ),
             (
                 "[service]\ningest = \"direct\"",
@@ -1201,6 +1263,40 @@ mod tests {
     }
 
     #[test]
+    fn instances_and_listeners_can_be_set_from_the_command_line() {
+        let mut s = parse_str(MINIMAL).expect("parses");
+        for (key, value) in [
+            ("stack.services", toml::Value::Integer(2)),
+            ("stack.reducers", toml::Value::Integer(3)),
+            ("sse.transport", toml::Value::String("ws".into())),
+            ("sse.listeners", toml::Value::Integer(500)),
+        ] {
+            let checked = parse_str(&format!("[sweep]\n\"{key}\" = [{value}]\n{MINIMAL}"));
+            assert!(checked.is_ok(), "{key}: {checked:?}");
+            apply_override(&mut s, key, &value);
+        }
+        assert_eq!((s.stack.services, s.stack.reducers), (2, 3));
+        assert_eq!((s.sse.transport(), s.sse.listeners), (Transport::Ws, 500));
+        for (sweep, wrong) in [
+            (
+                "\"sse.transport\" = [\"pigeon\"]",
+                "sweep.\"sse.transport\"",
+            ),
+            ("\"sse.listeners\" = [0]", "at least 1"),
+            (
+                "\"sse.keepalive\" = [1]",
+                "only sse.transport and sse.listeners",
+            ),
+            ("\"stack.services\" = [0]", "at least 1"),
+        ] {
+            let err = parse_str(&format!("[sweep]\n{sweep}\n{MINIMAL}"))
+                .expect_err(sweep)
+                .to_string();
+            assert!(err.contains(wrong), "{sweep}: {err}");
+        }
+    }
+
+    #[test]
     fn a_rate_sweep_sets_every_phase() {
         let two_phases =
             "[[phase]]\nduration_s = 5\nrate = 100\n[[phase]]\nduration_s = 5\nrate = 300\n";
@@ -1227,7 +1323,7 @@ mod tests {
             ("\"phase.rate\" = [\"fast\"]", "not a positive rate"),
             (
                 "\"load.rate\" = [5]",
-                "must start with service., reducer., relay., stack. or phase.",
+                "must start with service., reducer., relay., stack., sse. or phase.",
             ),
         ] {
             let err = parse_str(&format!("[sweep]\n{sweep}\n{MINIMAL}"))
