@@ -699,7 +699,11 @@ fn summarise(
         asserts: Vec::new(),
         passed: false,
     };
-    if s.observer_lag.p99_ms > scenario.validity.max_observer_lag_p99_ms {
+    // Judged with many listeners only: a handful cost the generator
+    // nothing, and how busy the machine is has checks of its own.
+    if scenario.sse.listeners >= summary::CLIENTS_MEMORY_MIN
+        && s.observer_lag.p99_ms > scenario.validity.max_observer_lag_p99_ms
+    {
         let mut reasons = std::mem::take(&mut s.validity.reasons);
         reasons.push(format!(
             "listeners fell behind: their runtime ran {:.1} ms late at p99 (limit {} ms)",

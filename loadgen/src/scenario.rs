@@ -135,8 +135,8 @@ pub struct ValidityLimits {
     /// % of the machine.
     pub max_foreign_pct: f64,
     /// How late the load generator's listeners may run (p99 of a 10 ms
-    /// timer's lateness, ms): past it, commit-to-client latency is partly
-    /// the generator's own queueing.
+    /// timer's lateness, ms), judged with 100 listeners or more: past it,
+    /// commit-to-client latency is partly the generator's own queueing.
     pub max_observer_lag_p99_ms: f64,
 }
 
