@@ -115,6 +115,18 @@ async fn warm_up(stack: &Stack) {
     println!("both members reading after {:?}", started.elapsed());
 }
 
+/// Stops the load; presses must have gone on, each counted once.
+async fn load_done_and_counted_once(presser: Presser, stack: &Stack, api: &Api) {
+    let (ledger, refused) = presser.stop().await;
+    tracing::info!(accepted = ledger.accepted, ?refused, "load done");
+    assert!(
+        ledger.accepted >= 200,
+        "presses went on ({})",
+        ledger.accepted
+    );
+    exactly_once(stack, api, &ledger).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_under_load_hands_its_partitions_over_and_counts_each_press_once() {
     init_test_logs();
@@ -131,14 +143,7 @@ async fn a_member_killed_under_load_hands_its_partitions_over_and_counts_each_pr
     println!("handover after SIGKILL: {handover:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let (ledger, refused) = presser.stop().await;
-    tracing::info!(accepted = ledger.accepted, ?refused, "load done");
-    assert!(
-        ledger.accepted >= 200,
-        "presses went on ({})",
-        ledger.accepted
-    );
-    exactly_once(&stack, &api, &ledger).await;
+    load_done_and_counted_once(presser, &stack, &api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,14 +165,7 @@ async fn a_member_frozen_past_its_session_timeout_wakes_without_counting_twice()
     // The zombie writes what it held, rejoins, and the group rebalances.
     tokio::time::sleep(Duration::from_secs(8)).await;
 
-    let (ledger, refused) = presser.stop().await;
-    tracing::info!(accepted = ledger.accepted, ?refused, "load done");
-    assert!(
-        ledger.accepted >= 200,
-        "presses went on ({})",
-        ledger.accepted
-    );
-    exactly_once(&stack, &api, &ledger).await;
+    load_done_and_counted_once(presser, &stack, &api).await;
     assert!(
         stack.is_running(Component::Reducer(1)),
         "the woken member carries on"
