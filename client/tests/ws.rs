@@ -64,9 +64,10 @@ async fn collect(
 async fn a_websocket_client_gets_the_current_state_then_newer_ones_as_sse_frames_carry_them() {
     init_test_logs();
     let stack = button_stack::Stack::start(button_stack::StackConfig {
-        // Shorter than the wait below: the socket must outlive it.
+        // Shorter than the wait below: the socket must outlive it. Long
+        // enough for the first press on a fresh broker on a busy machine.
         service_env: button_stack::env(&[
-            ("BUTTON_REQUEST_TIMEOUT_MS", "300"),
+            ("BUTTON_REQUEST_TIMEOUT_MS", "2000"),
             ("BUTTON_SSE_KEEPALIVE_MS", "100"),
         ]),
         ..button_stack::StackConfig::default()
@@ -91,7 +92,7 @@ async fn a_websocket_client_gets_the_current_state_then_newer_ones_as_sse_frames
 
     // Past the request deadline (and a few pings later) it is still open
     // and sent the state that counts the next press.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     ledger.record(&api.press().await.expect("press"));
     let newer = socket
         .wait_for(Duration::from_secs(30), |s| ledger.covered_by(s))
