@@ -964,11 +964,12 @@ fn spike_section(runs: &[(String, Value, Value)]) -> String {
     }
 }
 
-/// Every `fanout` run, grouped by transport and service instances: the
-/// clients' memory, commit-to-client latency over every client's frames,
-/// and whether the listeners kept up.
+/// Every `fanout` run, grouped by transport, service instances and any
+/// other key changed with `--set` (so a median is over repeats of one
+/// setting only): the clients' memory, commit-to-client latency over every
+/// client's frames, and whether the listeners kept up.
 fn fanout_section(runs: &[(String, Value, Value)]) -> String {
-    let mut groups: BTreeMap<(String, usize), Vec<(&String, &Value)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, usize, String), Vec<(&String, &Value)>> = BTreeMap::new();
     for (name, s, _) in runs {
         if s.get("scenario").and_then(Value::as_str) != Some("fanout") {
             continue;
@@ -982,8 +983,20 @@ fn fanout_section(runs: &[(String, Value, Value)]) -> String {
             .pointer("/clients_memory/processes")
             .and_then(Value::as_object)
             .map_or(1, |p| p.len().max(1));
+        // The columns already show these two.
+        let changed = s
+            .get("overrides")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| *k != "sse.transport" && *k != "stack.services")
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
         groups
-            .entry((transport, services))
+            .entry((transport, services, changed))
             .or_default()
             .push((name, s));
     }
@@ -991,13 +1004,13 @@ fn fanout_section(runs: &[(String, Value, Value)]) -> String {
         return "No fanout run stored yet.\n".to_owned();
     }
     let mut md = String::from(
-        "| transport | services | run | clients connected | KiB per client idle / loaded | commit→client p50 / p99 / p99.9 ms | press→SSE p99 ms | press p99 ms | listener lateness p99 ms | service CPU-µs per press | verdict | validity |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| transport | services | also set | run | clients connected | KiB per client idle / loaded | commit→client p50 / p99 / p99.9 ms | press→SSE p99 ms | press p99 ms | listener lateness p99 ms | service CPU-µs per press | verdict | validity |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for ((transport, services), members) in &groups {
+    for ((transport, services, changed), members) in &groups {
         for (name, s) in members {
             let _ = writeln!(
                 md,
-                "| {transport} | {services} | `{name}` | {} of {} | {} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+                "| {transport} | {services} | {changed} | `{name}` | {} of {} | {} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
                 num(s, "/clients_memory/connected"),
                 num(s, "/clients_memory/listeners"),
                 one_decimal(s, "/clients_memory/per_client_kib"),
@@ -1024,7 +1037,7 @@ fn fanout_section(runs: &[(String, Value, Value)]) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {transport} | {services} | **median of {} (min–max)** | | {} / {} | p99 {} | {} | | {} | | | |",
+                "| {transport} | {services} | {changed} | **median of {} (min–max)** | | {} / {} | p99 {} | {} | | {} | | | |",
                 members.len(),
                 spread("/clients_memory/per_client_kib"),
                 spread("/clients_memory/per_client_loaded_kib"),
@@ -1390,7 +1403,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fanout_section_groups_runs_by_transport_and_instances_with_their_spread() {
+    fn the_fanout_section_groups_runs_by_transport_instances_and_setting_with_their_spread() {
         let run = |transport: Option<&str>, services: usize, p99: f64, kib: f64| {
             let processes: serde_json::Map<String, Value> = (0..services)
                 .map(|i| (format!("service-{i}"), serde_json::json!({})))
@@ -1410,11 +1423,16 @@ mod tests {
             }
             s
         };
+        // A run with another reducer linger is its own row, not one more
+        // repeat of the default.
+        let mut lingered = run(Some("sse"), 1, 500.0, 30.0);
+        lingered["overrides"] = serde_json::json!({"reducer.batch_linger_ms": "100"});
         let runs = vec![
             ("a".to_owned(), run(None, 1, 40.0, 8.0), Value::Null),
             ("b".to_owned(), run(Some("sse"), 1, 60.0, 9.0), Value::Null),
             ("c".to_owned(), run(Some("sse"), 1, 50.0, 7.0), Value::Null),
             ("d".to_owned(), run(Some("ws"), 2, 30.0, 6.0), Value::Null),
+            ("f".to_owned(), lingered, Value::Null),
             (
                 "e".to_owned(),
                 serde_json::json!({"scenario": "spike"}),
@@ -1423,19 +1441,24 @@ mod tests {
         ];
         let md = fanout_section(&runs);
         assert!(
-            md.contains("| sse | 1 | **median of 3 (min–max)** | | 8.0 (7.0–9.0) / 16.0 (14.0–18.0) | p99 50.0 (40.0–60.0)"),
+            md.contains("| sse | 1 |  | **median of 3 (min–max)** | | 8.0 (7.0–9.0) / 16.0 (14.0–18.0) | p99 50.0 (40.0–60.0)"),
             "{md}"
         );
         assert!(
-            md.contains("| ws | 2 | `d` | 10000 of 10000 | 6.0 / 12.0 | 5 / 30 / 90 |"),
+            md.contains("| ws | 2 |  | `d` | 10000 of 10000 | 6.0 / 12.0 | 5 / 30 / 90 |"),
             "{md}"
         );
+        assert!(
+            md.contains("| sse | 1 | reducer.batch_linger_ms=100 | `f` | 10000 of 10000 | 30.0 / 60.0 | 5 / 500 / 90 |"),
+            "{md}"
+        );
+        assert_eq!(md.matches("median of").count(), 1, "{md}");
         assert!(
             md.contains("| 120 | clean | valid |"),
             "every service process counts: {md}"
         );
         assert!(!md.contains("`e`"), "{md}");
-        assert_eq!(fanout_section(&runs[4..]), "No fanout run stored yet.\n");
+        assert_eq!(fanout_section(&runs[5..]), "No fanout run stored yet.\n");
     }
 
     #[test]

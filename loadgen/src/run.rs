@@ -142,6 +142,15 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
                 reducer_urls: endpoints.reducer_urls.clone(),
                 service_url: endpoints.service_urls[0].clone(),
                 relay_urls: endpoints.relay_urls.clone(),
+                topic: endpoints
+                    .brokers
+                    .clone()
+                    .filter(|_| endpoints.ingest.uses_broker())
+                    .map(|brokers| crate::sample::TopicSource {
+                        brokers,
+                        topic: endpoints.topic.clone(),
+                        database_url: endpoints.database_url.clone(),
+                    }),
                 pids: Box::new(move || {
                     let mut pids = pids_of.pids();
                     pids.extend(profiler_pid.map(|p| ("perf".to_owned(), p)));
@@ -647,6 +656,7 @@ fn summarise(
         transport: scenario.sse.transport(),
         run: name.to_owned(),
         sweep_point: options.sweep_point.clone(),
+        overrides: scenario.overrides.clone(),
         guards: guards.clone(),
         started_at: started_at.to_owned(),
         // A stopped ramp's load ended with its last phase run.

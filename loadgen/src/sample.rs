@@ -159,6 +159,101 @@ pub struct Sources {
     /// The stack's processes by name, as they are now (a restarted
     /// component has a new pid).
     pub pids: Box<dyn Fn() -> BTreeMap<String, u32> + Send + Sync>,
+    /// Where the lag of a partition no reducer reads is found (ingest
+    /// `kafka` and `outbox`); `None` when the topic cannot be reached.
+    pub topic: Option<TopicSource>,
+}
+
+/// A topic the reducers read, and the database holding their offsets.
+pub struct TopicSource {
+    pub brokers: String,
+    pub topic: String,
+    pub database_url: String,
+}
+
+/// The lag of the partitions no reducer reports holding: each one's high
+/// watermark against the offset PostgreSQL's newest snapshot applied. A
+/// reducer reports only the partitions it reads, so without this a
+/// partition orphaned by a dead or frozen member, or every partition while
+/// the only reducer is down, would show no lag at all.
+struct OrphanLag {
+    source: TopicSource,
+    watermarks: Option<crate::topic::Watermarks>,
+    pool: Option<sqlx::PgPool>,
+}
+
+impl OrphanLag {
+    /// Bounds every read: the sampler must not stall on a frozen broker or
+    /// database.
+    const WAIT: Duration = Duration::from_millis(500);
+
+    fn new(source: TopicSource) -> Self {
+        OrphanLag {
+            source,
+            watermarks: None,
+            pool: None,
+        }
+    }
+
+    /// `None` when it cannot be read this second.
+    async fn lag(&mut self, held: &std::collections::BTreeSet<i32>) -> Option<f64> {
+        tokio::time::timeout(Self::WAIT * 2, self.read(held))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn read(&mut self, held: &std::collections::BTreeSet<i32>) -> Option<f64> {
+        if self.watermarks.is_none() {
+            self.watermarks =
+                crate::topic::Watermarks::open(&self.source.brokers, &self.source.topic, Self::WAIT)
+                    .await
+                    .ok();
+        }
+        let watermarks = self.watermarks.as_ref()?;
+        let orphans: Vec<i32> = watermarks
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| !held.contains(p))
+            .collect();
+        if orphans.is_empty() {
+            return Some(0.0);
+        }
+        let high = watermarks.read(&orphans, Self::WAIT).await.ok()?;
+        if self.pool.is_none() {
+            self.pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Self::WAIT)
+                .connect(&self.source.database_url)
+                .await
+                .ok();
+        }
+        let newest = button_store::latest_snapshot(self.pool.as_ref()?)
+            .await
+            .ok()?;
+        Some(orphan_lag(&high, &newest.map(|s| s.offsets).unwrap_or_default()))
+    }
+}
+
+/// Records past the applied offset of each partition in `high`.
+fn orphan_lag(high: &BTreeMap<i32, i64>, applied: &BTreeMap<i32, i64>) -> f64 {
+    high.iter()
+        .map(|(p, &hw)| (hw - applied.get(p).map_or(0, |o| o + 1)).max(0) as f64)
+        .sum()
+}
+
+/// The partitions some reducer reports reading (`reducer_partition_held`
+/// at 1) on `page`.
+fn held_partitions(page: &str) -> std::collections::BTreeSet<i32> {
+    page.lines()
+        .filter_map(|line| line.strip_prefix("reducer_partition_held{"))
+        .filter(|rest| rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0))
+        .filter_map(|rest| {
+            let (_, after) = rest.split_once("partition=\"")?;
+            after.split_once('"')?.0.parse().ok()
+        })
+        .collect()
 }
 
 /// The sampler's result: every row, and the peak consumer lag.
@@ -200,6 +295,7 @@ pub async fn sample_loop(
     let mut last_stat = MachineTicks::read();
     let mut rows = Vec::new();
     let mut lag_peak: f64 = 0.0;
+    let mut orphans = sources.topic.map(OrphanLag::new);
     let mut second = 0u64;
     loop {
         tokio::select! {
@@ -277,6 +373,13 @@ pub async fn sample_loop(
         let mut lag = reducer
             .as_deref()
             .and_then(|p| metric_sum(p, "reducer_consumer_lag"));
+        if let Some(orphans) = orphans.as_mut()
+            && let Some(more) = orphans
+                .lag(&held_partitions(reducer.as_deref().unwrap_or_default()))
+                .await
+        {
+            lag = Some(lag.unwrap_or(0.0) + more);
+        }
         // Presses the relays have not kept up with are lag the topic does
         // not show yet. Only rows pending for over a second count: at any
         // rate some rows are always in the relay's hands for a few ms, and
@@ -634,6 +737,34 @@ mod tests {
         let page = "# TYPE reducer_consumer_lag gauge\nreducer_consumer_lag{partition=\"0\"} 3\nreducer_consumer_lag{partition=\"1\"} 4\nreducer_consumer_lag_total 7\n";
         assert_eq!(metric_sum(page, "reducer_consumer_lag"), Some(7.0));
         assert_eq!(metric_sum(page, "absent"), None);
+    }
+
+    #[test]
+    fn a_partition_is_held_when_some_member_reports_it_at_one() {
+        // Two members' pages, one after the other: 0 and 3 are held, 1 by
+        // nobody (reported at 0 by both), 2 by no member that answered.
+        let pages = "# TYPE reducer_partition_held gauge\n\
+            reducer_partition_held{partition=\"0\"} 1\n\
+            reducer_partition_held{partition=\"1\"} 0\n\
+            reducer_partition_held{instance=\"b\",partition=\"3\"} 1\n\
+            reducer_partition_held{partition=\"1\"} 0\n\
+            reducer_partition_held_total 9\n";
+        assert_eq!(
+            held_partitions(pages).into_iter().collect::<Vec<_>>(),
+            vec![0, 3]
+        );
+        assert!(held_partitions("").is_empty());
+    }
+
+    #[test]
+    fn orphan_lag_counts_records_past_each_applied_offset() {
+        let high = BTreeMap::from([(0, 10), (1, 5), (2, 7)]);
+        // Partition 0 applied through 9 (nothing left), 1 through 2 (two
+        // left), 2 never (all seven).
+        let applied = BTreeMap::from([(0, 9), (1, 2), (5, 100)]);
+        assert_eq!(orphan_lag(&high, &applied), 9.0);
+        // A snapshot ahead of a stale watermark is no negative lag.
+        assert_eq!(orphan_lag(&BTreeMap::from([(0, 3)]), &applied), 0.0);
     }
 
     #[test]

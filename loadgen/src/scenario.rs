@@ -72,6 +72,10 @@ pub struct Scenario {
     /// CPU profiles to take during the run, one flame graph per process.
     #[serde(default)]
     pub profile: ProfileSection,
+    /// What `--set` changed (key → value as given), for the run's summary;
+    /// the stored scenario already holds the result.
+    #[serde(skip)]
+    pub overrides: BTreeMap<String, String>,
 }
 
 /// `[profile]`: which processes `perf` samples, and when.
@@ -415,7 +419,9 @@ impl Scenario {
         probe.sweep = BTreeMap::from([(key.to_owned(), vec![value.clone()])]);
         probe.validate(path)?;
         apply_override(self, key, &value);
-        self.validate(path)
+        self.validate(path)?;
+        self.overrides.insert(key.to_owned(), raw.to_owned());
+        Ok(())
     }
 
     fn validate(&self, path: &Path) -> Result<(), ScenarioError> {

@@ -359,6 +359,9 @@ pub struct Summary {
     pub transport: button_client::Transport,
     pub run: String,
     pub sweep_point: Option<BTreeMap<String, String>>,
+    /// Keys changed with `--set` (key → value as given).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, String>,
     pub guards: GuardsInfo,
     pub started_at: String,
     pub load_s: f64,
@@ -1272,6 +1275,7 @@ mod tests {
             transport: button_client::Transport::Sse,
             run: "r".into(),
             sweep_point: None,
+            overrides: BTreeMap::new(),
             guards: GuardsInfo::default(),
             started_at: String::new(),
             load_s: 10.0,

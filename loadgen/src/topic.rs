@@ -76,28 +76,65 @@ pub async fn high_watermarks(
     topic: &str,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>, TopicError> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer = reader(&brokers)?;
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(TopicError::NoPartitions { topic });
-        }
-        let mut high = BTreeMap::new();
-        for p in partitions {
-            let (_, h) = consumer.fetch_watermarks(&topic, p, timeout)?;
-            high.insert(p, h);
-        }
-        Ok(high)
-    })
-    .await
-    .map_err(|e| TopicError::Join(e.to_string()))?
+    let watermarks = Watermarks::open(brokers, topic, timeout).await?;
+    let partitions = watermarks.partitions.clone();
+    watermarks.read(&partitions, timeout).await
+}
+
+/// One reader of a topic's high watermarks, kept for repeated reads (the
+/// sampler's, once a second while a partition has no reader).
+#[derive(Clone)]
+pub struct Watermarks {
+    consumer: std::sync::Arc<BaseConsumer>,
+    topic: String,
+    /// The topic's partitions, as its metadata listed them at the open.
+    pub partitions: Vec<i32>,
+}
+
+impl Watermarks {
+    pub async fn open(brokers: &str, topic: &str, timeout: Duration) -> Result<Self, TopicError> {
+        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer = reader(&brokers)?;
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(TopicError::NoPartitions { topic });
+            }
+            Ok(Watermarks {
+                consumer: std::sync::Arc::new(consumer),
+                topic,
+                partitions,
+            })
+        })
+        .await
+        .map_err(|e| TopicError::Join(e.to_string()))?
+    }
+
+    /// The high watermark of each of `partitions`.
+    pub async fn read(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, i64>, TopicError> {
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let partitions = partitions.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut high = BTreeMap::new();
+            for p in partitions {
+                let (_, h) = consumer.fetch_watermarks(&topic, p, timeout)?;
+                high.insert(p, h);
+            }
+            Ok(high)
+        })
+        .await
+        .map_err(|e| TopicError::Join(e.to_string()))?
+    }
 }
 
 /// A consumer that is assigned partitions and never commits: a group of

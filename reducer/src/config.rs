@@ -57,6 +57,11 @@ pub struct Config {
     /// A Redis publish gives up after this long (publishing is best effort).
     pub publish_timeout_ms: u64,
     pub db_max_connections: u32,
+    /// PostgreSQL ends a session of the reducer's that sits this long
+    /// inside a transaction without a statement (0 = never). A member
+    /// frozen mid-write holds the writers' lock; this bounds how long the
+    /// others wait for it. Keep it below the group's session timeout.
+    pub db_idle_in_transaction_ms: u64,
     /// Where presses come from. `kafka`: the topic. `outbox`: the topic
     /// too, filled by the relay from PostgreSQL's `outbox`. `direct`:
     /// PostgreSQL's `presses` table, folded in id order (see
@@ -96,6 +101,7 @@ impl Default for Config {
             backoff_max_ms: 5_000,
             publish_timeout_ms: 500,
             db_max_connections: 4,
+            db_idle_in_transaction_ms: 5_000,
             ingest: Ingest::Kafka,
             direct_poll_ms: 100,
             dedupe_window: 100_000,

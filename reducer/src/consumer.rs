@@ -44,8 +44,8 @@ impl Shared {
     }
 
     /// Records between the persisted offsets and the high watermark, for
-    /// the partitions this member reads (0 for the others).
-    pub fn lag(&self) -> BTreeMap<i32, i64> {
+    /// the partitions this member reads (`None` for the others).
+    pub fn lag(&self) -> BTreeMap<i32, Option<i64>> {
         let assigned = self
             .assigned
             .lock()
@@ -64,7 +64,7 @@ impl Shared {
         high.into_iter()
             .map(|(p, hw)| {
                 let lag = (hw - applied.get(&p).map_or(0, |o| o + 1)).max(0);
-                (p, if assigned.contains(&p) { lag } else { 0 })
+                (p, assigned.contains(&p).then_some(lag))
             })
             .collect()
     }

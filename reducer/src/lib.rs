@@ -210,6 +210,8 @@ async fn connect_with_retry(
             &config.database_url,
             config.db_max_connections,
             Duration::from_secs(3),
+            (config.db_idle_in_transaction_ms > 0)
+                .then(|| Duration::from_millis(config.db_idle_in_transaction_ms)),
         )
         .await
         {

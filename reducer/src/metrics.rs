@@ -110,10 +110,18 @@ pub const METRICS: &[Metric] = &[
         help: "Records on the topic past the last applied offset, per partition (ingest `direct`: the newest id in `presses` past the last applied one, partition 0).",
         buckets: &[],
     },
+    Metric {
+        name: "reducer_partition_held",
+        kind: Kind::Gauge,
+        unit: "0/1",
+        labels: &[PARTITION],
+        help: "1 for each partition of the topic this member reads now, 0 for the others (ingest `kafka` and `outbox`): a partition no member holds has lag that no member reports.",
+        buckets: &[],
+    },
     counter(
         "reducer_conflicts_total",
         "batches",
-        "Batches dropped because another writer appended first.",
+        "Appends that found their parent taken by another writer: folded again onto the newest snapshot (under the writers' lock), or dropped and reloaded when that missed too.",
     ),
     counter(
         "reducer_db_retries_total",

@@ -3,11 +3,14 @@
 //! exponential backoff; only after the commit does [`Persister::persisted`]
 //! move on and the state go to the publisher.
 //!
-//! Several reducers (a consumer group) write the one global state, so a
-//! batch is folded inside the transaction, onto the newest snapshot, while
-//! holding the writers' lock: writers queue instead of racing, and a record
-//! the newest snapshot already holds (its partition's offset is at or past
-//! it: another member applied it) is dropped, never folded twice.
+//! Several reducers (a consumer group) write the one global state. A batch
+//! is folded onto the snapshot in hand and appended as its child; the
+//! append queues on the writers' lock. When another writer appended onto
+//! that parent first, the batch is folded again, still under the lock,
+//! onto the newest snapshot: a record it already holds (its partition's
+//! offset is at or past it: another member applied it) is dropped, never
+//! folded twice. With one reducer the parent is always the newest, so a
+//! batch costs one append and no read.
 
 use crate::{Config, ReducerError};
 use button_domain::{PressEvent, Ruleset, Snapshot, State, apply_batch, apply_tick};
@@ -28,7 +31,8 @@ pub enum Written {
     /// applied it): nothing was written, [`Persister::persisted`] is that
     /// snapshot.
     Unchanged,
-    /// Another writer appended without the writers' lock; nothing was
+    /// Another writer appended onto the newest snapshot while this one
+    /// held the writers' lock (one that does not take it); nothing was
     /// written. The caller reloads (see [`Persister::reload`]) and starts
     /// over from there.
     Conflict,
@@ -195,10 +199,10 @@ impl Persister {
         Ok(())
     }
 
-    /// Under the writers' lock, folds a batch onto the newest snapshot
-    /// (`fold` gets its state; `None` = nothing to write) and appends the
-    /// result as its child, with the batch's country counts in the same
-    /// transaction, then publishes it.
+    /// Folds a batch onto the newest snapshot (`fold` gets its state;
+    /// `None` = nothing to write) and appends the result as its child, with
+    /// the batch's country counts in the same transaction, then publishes
+    /// it.
     ///
     /// `before` runs at the start of every attempt, before the transaction;
     /// its failure is a failed attempt like a database error. The Kafka path
@@ -229,7 +233,7 @@ impl Persister {
                     }
                     Err(StoreError::Conflict { parent_id }) => {
                         metrics::counter!("reducer_conflicts_total").increment(1);
-                        tracing::warn!(parent_id, "another writer appended first: reloading");
+                        tracing::warn!(parent_id, "another writer appended past the writers' lock: reloading");
                         return Ok(Written::Conflict);
                     }
                     Err(e) => e.to_string(),
@@ -279,22 +283,45 @@ impl Persister {
     ) -> Result<Outcome, StoreError> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
-        button_store::lock_writers(&mut tx).await?;
-        // One writer: no row comes back and the state in hand is the base.
-        let newer = button_store::snapshot_after(&mut *tx, self.persisted.id).await?;
-        let base = newer.as_ref().unwrap_or(&self.persisted);
-        let Some(folded) = fold(&base.state()) else {
-            tx.rollback().await?;
-            return Ok(Outcome::Unchanged(newer));
+        // First onto the snapshot in hand: with one writer it is the newest.
+        let mut newer: Option<Snapshot> = None;
+        let (snapshot, applied) = loop {
+            let base = newer.as_ref().unwrap_or(&self.persisted);
+            let Some(folded) = fold(&base.state()) else {
+                tx.rollback().await?;
+                return Ok(Outcome::Unchanged(newer));
+            };
+            match button_store::append_snapshot(
+                &mut tx,
+                base.id,
+                &folded.state,
+                &self.rules_hash,
+                info,
+            )
+            .await
+            {
+                Ok(snapshot) => {
+                    button_store::add_country_counts(&mut tx, &folded.countries).await?;
+                    break (snapshot, folded.applied);
+                }
+                // The first miss: the append holds the writers' lock now,
+                // so the newest snapshot stays the newest until the commit.
+                Err(StoreError::Conflict { parent_id }) if newer.is_none() => {
+                    metrics::counter!("reducer_conflicts_total").increment(1);
+                    tracing::debug!(parent_id, "another writer appended first: folding onto the newest");
+                    newer = button_store::snapshot_after(&mut *tx, parent_id).await?;
+                    if newer.is_none() {
+                        // The parent is taken, so a newer snapshot exists.
+                        return Err(StoreError::Conflict { parent_id });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         };
-        let snapshot =
-            button_store::append_snapshot(&mut tx, base.id, &folded.state, &self.rules_hash, info)
-                .await?;
-        button_store::add_country_counts(&mut tx, &folded.countries).await?;
         tx.commit().await?;
         metrics::histogram!("reducer_stage_duration_seconds", "stage" => "db")
             .record(started.elapsed().as_secs_f64());
-        Ok(Outcome::Appended(snapshot, folded.applied))
+        Ok(Outcome::Appended(snapshot, applied))
     }
 
     fn committed(&mut self, snapshot: Snapshot, applied: u64) {

@@ -294,10 +294,15 @@ impl Reducer {
             .record(started.elapsed().as_secs_f64());
     }
 
+    /// Lag for the partitions this member reads, 0 for the others; which
+    /// it reads, so that a lab can count a partition no member holds.
     fn report_lag(&self) {
         for (partition, value) in self.shared.lag() {
-            metrics::gauge!("reducer_consumer_lag", "partition" => partition.to_string())
-                .set(value as f64);
+            let partition = partition.to_string();
+            metrics::gauge!("reducer_consumer_lag", "partition" => partition.clone())
+                .set(value.unwrap_or(0) as f64);
+            metrics::gauge!("reducer_partition_held", "partition" => partition)
+                .set(if value.is_some() { 1.0 } else { 0.0 });
         }
     }
 }

@@ -35,7 +35,7 @@ async fn direct_stack(reducer: bool, reducer_env: &[(&str, &str)]) -> Stack {
 
 /// Migrated (idempotent when the reducer did it already).
 async fn pool(stack: &Stack) -> PgPool {
-    button_store::connect(&stack.database_url(), 8, Duration::from_secs(5))
+    button_store::connect(&stack.database_url(), 8, Duration::from_secs(5), None)
         .await
         .expect("PostgreSQL answers")
 }

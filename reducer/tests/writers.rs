@@ -23,7 +23,7 @@ async fn database() -> (Stack, PgPool) {
     })
     .await
     .expect("stack starts");
-    let pool = button_store::connect(&stack.database_url(), 16, Duration::from_secs(5))
+    let pool = button_store::connect(&stack.database_url(), 16, Duration::from_secs(5), None)
         .await
         .expect("PostgreSQL answers");
     (stack, pool)
@@ -167,4 +167,50 @@ async fn a_writer_waking_with_records_another_applied_counts_only_the_new_ones()
             .await
             .expect("country counts");
     assert_eq!(countries, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_stopped_inside_its_transaction_holds_the_others_up_only_until_postgresql_ends_it() {
+    let (stack, pool) = database().await;
+    // A member stopped mid-write (SIGSTOP between its append and its
+    // commit), on a pool like the reducer's: its append took the writers'
+    // lock, and its commit does not come.
+    let idle = Duration::from_secs(1);
+    let stopped_pool =
+        button_store::connect(&stack.database_url(), 1, Duration::from_secs(5), Some(idle))
+            .await
+            .expect("PostgreSQL answers");
+    let (stopped, rules) = writer(&stopped_pool).await;
+    let (_, hash) = button_store::active_ruleset(&pool).await.expect("ruleset");
+    let base = stopped.persisted().clone();
+    let folded = batch(0, 0..10)
+        .fold_onto(&base.state(), &rules)
+        .expect("new records");
+    let mut tx = stopped_pool.begin().await.expect("begin");
+    button_store::append_snapshot(&mut tx, base.id, &folded.state, &hash, BatchInfo::default())
+        .await
+        .expect("appended, not committed");
+
+    // Another member writes meanwhile: it queues, then goes on.
+    let (mut other, _) = writer(&pool).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        write(&mut other, &rules, &batch(1, 0..5)).await,
+        Written::Committed
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= idle / 2,
+        "it queued behind the stopped writer's lock ({waited:?})"
+    );
+
+    // The stopped member's session was ended: nothing of its batch landed.
+    assert!(tx.commit().await.is_err(), "a commit after the session ended");
+    let newest = button_store::latest_snapshot(&pool)
+        .await
+        .expect("newest")
+        .expect("written");
+    assert_eq!(newest.counter, 5);
+    assert_eq!(newest.offsets.get(&0), None);
+    assert_eq!(newest.offsets.get(&1), Some(&4));
 }

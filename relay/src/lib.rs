@@ -195,6 +195,8 @@ async fn connect_with_retry(
             &config.database_url,
             config.db_max_connections,
             Duration::from_secs(3),
+            // A batch's transaction waits on the broker's acks.
+            None,
         )
         .await
         {

@@ -169,6 +169,7 @@ pub async fn serve(
         &config.database_url,
         config.db_max_connections,
         Duration::from_secs(3),
+        None,
     )
     .await
     .context("connecting to PostgreSQL")?;

@@ -4,9 +4,9 @@
 //!   records what it applied and checks the files did not change).
 //! - [`active_ruleset`] loads the rules and verifies their hash.
 //! - [`latest_snapshot`], [`snapshot_after`] read the newest state.
-//! - [`lock_writers`] queues snapshot writers; [`append_snapshot`] writes
-//!   one state with its offsets, in the caller's transaction, refusing to
-//!   fork the history.
+//! - [`append_snapshot`] writes one state with its offsets, in the
+//!   caller's transaction, refusing to fork the history; it queues the
+//!   writers on one lock.
 //! - [`ingest`]: the `outbox` and `presses` tables of the other two ingest
 //!   paths.
 
@@ -68,8 +68,26 @@ impl Error {
 }
 
 /// Opens a pool and runs the migrations.
-pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?.application_name("button");
+///
+/// `idle_in_transaction`: PostgreSQL ends a session of this pool that sits
+/// inside a transaction for longer without sending a statement (frozen,
+/// or stopped mid-write), rolling it back and releasing its locks, so that
+/// a stopped writer cannot hold the others up past it. `None` for a pool
+/// whose transactions legitimately wait on something else (the relay's
+/// wait on the broker).
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    idle_in_transaction: Option<Duration>,
+) -> Result<PgPool> {
+    let mut options = PgConnectOptions::from_str(url)?.application_name("button");
+    if let Some(idle) = idle_in_transaction {
+        options = options.options([(
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", idle.as_millis()),
+        )]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
@@ -119,7 +137,7 @@ pub async fn latest_snapshot(pool: &PgPool) -> Result<Option<Snapshot>> {
 }
 
 /// The newest snapshot if it is newer than `id` (from a pool, or inside a
-/// writer's transaction after [`lock_writers`]).
+/// writer's transaction after [`append_snapshot`] found its parent taken).
 pub async fn snapshot_after<'c>(
     db: impl sqlx::PgExecutor<'c>,
     id: i64,
@@ -131,21 +149,9 @@ pub async fn snapshot_after<'c>(
     row.map(|r| decode_snapshot(&r)).transpose()
 }
 
-/// Key of the advisory lock every snapshot writer holds from before it
-/// reads the newest snapshot until its append commits.
+/// Key of the advisory lock every snapshot writer takes with its append
+/// and holds until its transaction ends.
 pub const WRITER_LOCK: i64 = 0x6275_7474_6f6e; // "button"
-
-/// Queues the writers of `global_states`: held until `tx` ends, so whoever
-/// holds it reads the newest snapshot and appends its child with no other
-/// writer in between. An advisory lock rather than `FOR UPDATE` because
-/// before the first snapshot there is no row to lock.
-pub async fn lock_writers(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(WRITER_LOCK)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
 
 /// What a batch contributes besides the folded state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -191,6 +197,14 @@ pub async fn top_countries(pool: &PgPool, n: i64) -> Result<Vec<(String, i64)>, 
 
 /// Appends `state` as the child of `parent_id` inside `tx`. Fails with
 /// [`Error::Conflict`] when another snapshot already has that parent.
+///
+/// The statement first takes the writers' lock ([`WRITER_LOCK`], held
+/// until `tx` ends), so writers queue rather than race: one that finds
+/// its parent taken still holds the lock, reads the newest snapshot
+/// ([`snapshot_after`]) and appends onto it with no writer in between.
+/// With one writer the parent is never taken and the append is the only
+/// statement before the commit. An advisory lock rather than `FOR UPDATE`
+/// because before the first snapshot there is no row to lock.
 pub async fn append_snapshot(
     tx: &mut Transaction<'_, Postgres>,
     parent_id: i64,
@@ -200,9 +214,10 @@ pub async fn append_snapshot(
 ) -> Result<Snapshot> {
     let offsets = offsets_json(&state.offsets);
     let row = sqlx::query(
-        "INSERT INTO global_states (parent_id, counter, phase, entropy, cooldown_ms, reveal_until_ms, \
+        "WITH writers AS (SELECT pg_advisory_xact_lock($14)) \
+         INSERT INTO global_states (parent_id, counter, phase, entropy, cooldown_ms, reveal_until_ms, \
          last_press_ms, last_tick_ms, rules_hash, offsets, batch_size, first_event_ms, last_event_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM writers \
          ON CONFLICT (parent_id) DO NOTHING \
          RETURNING id, (extract(epoch FROM committed_at) * 1000)::bigint AS committed_at_ms",
     )
@@ -219,6 +234,7 @@ pub async fn append_snapshot(
     .bind(batch.batch_size)
     .bind(batch.first_event_ms)
     .bind(batch.last_event_ms)
+    .bind(WRITER_LOCK)
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(Error::Conflict { parent_id })?;
