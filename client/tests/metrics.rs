@@ -149,7 +149,18 @@ async fn both_binaries_expose_their_contract_and_pass_promtool() {
     // last batch's stages a moment to be recorded.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let service = scrape(stack.service_url(0)).await;
-    let reducer = scrape(stack.reducer_url()).await;
+    // The lag gauges follow librdkafka's statistics (once a second), which
+    // may not have come yet when a fast run has already caught up.
+    let declared: BTreeSet<String> = button_reducer::metrics::METRICS
+        .iter()
+        .map(|m| m.name.to_owned())
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut reducer = scrape(stack.reducer_url()).await;
+    while !declared.is_subset(&families(&reducer)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reducer = scrape(stack.reducer_url()).await;
+    }
     check("service", &service, button_service::metrics::METRICS);
     check("reducer", &reducer, button_reducer::metrics::METRICS);
 }
