@@ -170,7 +170,8 @@ async fn a_writer_waking_with_records_another_applied_counts_only_the_new_ones()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_writer_stopped_inside_its_transaction_holds_the_others_up_only_until_postgresql_ends_it() {
+async fn a_writer_stopped_inside_its_transaction_holds_the_others_up_only_until_postgresql_ends_it()
+{
     let (stack, pool) = database().await;
     // A member stopped mid-write (SIGSTOP between its append and its
     // commit), on a pool like the reducer's: its append took the writers'
@@ -205,7 +206,10 @@ async fn a_writer_stopped_inside_its_transaction_holds_the_others_up_only_until_
     );
 
     // The stopped member's session was ended: nothing of its batch landed.
-    assert!(tx.commit().await.is_err(), "a commit after the session ended");
+    assert!(
+        tx.commit().await.is_err(),
+        "a commit after the session ended"
+    );
     let newest = button_store::latest_snapshot(&pool)
         .await
         .expect("newest")
