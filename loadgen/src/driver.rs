@@ -62,6 +62,10 @@ impl KnownPids {
     }
 }
 
+/// How much of each component's log a failed run keeps: the end, where
+/// the failure is.
+pub const LOG_TAIL_BYTES: usize = 2 << 20;
+
 pub struct Compose {
     file: PathBuf,
     override_file: PathBuf,
@@ -203,6 +207,32 @@ impl Driver {
             }
             _ => BTreeMap::new(),
         }
+    }
+
+    /// Copies the local stack's logs into `dest` (the last
+    /// [`LOG_TAIL_BYTES`] of each): a run whose verdict failed keeps its
+    /// evidence after the stack's folder is gone. Returns the files kept.
+    pub async fn keep_logs(&self, dest: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let Driver::Local(stack, ..) = self else {
+            return Ok(Vec::new());
+        };
+        let logs = stack.lock().await.root().join("logs");
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut kept = Vec::new();
+        for entry in
+            std::fs::read_dir(&logs).with_context(|| format!("reading {}", logs.display()))?
+        {
+            let path = entry?.path();
+            if !path.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&path)?;
+            let tail = &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..];
+            let to = dest.join(path.file_name().unwrap_or_default());
+            std::fs::write(&to, tail).with_context(|| format!("writing {}", to.display()))?;
+            kept.push(to);
+        }
+        Ok(kept)
     }
 
     pub async fn stop(self) {

@@ -493,8 +493,11 @@ const EXERCISED: &[&str] = &[
     "loadgen/Cargo.toml",
 ];
 
+/// The scenario whose runs vouch for a changed generator.
+pub const GENERATOR_CANARY: &str = "generator-canary";
+
 /// Whether a path (from the repository's root) is code a run exercises.
-fn exercised(path: &str) -> bool {
+pub(crate) fn exercised(path: &str) -> bool {
     EXERCISED.iter().any(|e| {
         path == *e
             || path
@@ -503,10 +506,17 @@ fn exercised(path: &str) -> bool {
     })
 }
 
-/// Decides which stored runs measured HEAD's code.
+/// Decides which stored runs measured the code in the work tree: by the
+/// fingerprints of the components a run started, or, for runs stored
+/// before those were recorded, by its commit.
 pub struct Freshness {
     head: Option<String>,
     by_commit: BTreeMap<String, Option<String>>,
+    /// The work tree's fingerprints, or why there are none.
+    current: Result<BTreeMap<String, String>, String>,
+    /// A stored canary run of the current generator (its name), which
+    /// keeps runs of an earlier generator fresh.
+    generator_canary: Option<String>,
 }
 
 impl Freshness {
@@ -517,15 +527,68 @@ impl Freshness {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let root = std::process::Command::new("git")
+            .args(["rev-parse", "--show-toplevel"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or_else(
+                || PathBuf::from("."),
+                |o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+            );
         Freshness {
             head,
             by_commit: BTreeMap::new(),
+            current: crate::fingerprint::of_workspace(&root).map_err(|e| format!("{e:#}")),
+            generator_canary: None,
         }
     }
 
-    /// Why a run (its `meta.json`) is stale; none when it measured HEAD's
-    /// code.
+    /// Records the stored canary runs (scenario `generator-canary`, valid,
+    /// verdict passed): one whose generator is the work tree's vouches for
+    /// the generator of every other run.
+    pub fn note_canary(&mut self, name: &str, summary: &Value, meta: &Value) {
+        let current = self.current.as_ref().ok().and_then(|c| c.get("generator"));
+        let generator = meta
+            .pointer("/fingerprints/generator")
+            .and_then(Value::as_str);
+        let passed = summary.get("scenario").and_then(Value::as_str) == Some(GENERATOR_CANARY)
+            && summary.pointer("/verdict/clean").and_then(Value::as_bool) == Some(true)
+            && summary.pointer("/validity/valid").and_then(Value::as_bool) != Some(false);
+        if passed && current.is_some() && generator == current.map(String::as_str) {
+            self.generator_canary = Some(name.to_owned());
+        }
+    }
+
+    /// Why a run (its `meta.json`) is stale; none when it measured the
+    /// code that would be built now.
     pub fn stale_reason(&mut self, meta: &Value) -> Option<String> {
+        if let Some(prints) = meta
+            .get("fingerprints")
+            .and_then(Value::as_object)
+            .filter(|m| !m.is_empty())
+        {
+            let current = match &self.current {
+                Ok(c) => c,
+                Err(e) => return Some(format!("the work tree has no fingerprints: {e}")),
+            };
+            let changed: Vec<&str> = prints
+                .iter()
+                .filter(|(c, h)| current.get(*c).map(String::as_str) != h.as_str())
+                // The generator is vouched for by its canary, not by
+                // re-running everything.
+                .filter(|(c, _)| !(c.as_str() == "generator" && self.generator_canary.is_some()))
+                .map(|(c, _)| c.as_str())
+                .collect();
+            return (!changed.is_empty()).then(|| {
+                let generator = if changed.contains(&"generator") {
+                    " (and no passing `generator-canary` run of the current generator)"
+                } else {
+                    ""
+                };
+                format!("its {} changed since{generator}", changed.join(", "))
+            });
+        }
         if meta.get("git_dirty").and_then(Value::as_bool) == Some(true) {
             // Older runs did not record which files: any edit counts.
             let dirty: Option<Vec<String>> = meta
@@ -600,6 +663,9 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     // Headline tables come from runs of HEAD's code only; the others are
     // listed with the reason.
     let mut freshness = Freshness::at_head();
+    for (name, summary, meta) in &runs {
+        freshness.note_canary(name, summary, meta);
+    }
     let mut stale: Vec<(String, String)> = Vec::new();
     let mut stale_names = std::collections::BTreeSet::new();
     runs.retain(|(name, _, meta)| match freshness.stale_reason(meta) {
@@ -626,6 +692,7 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     let mut sections = BTreeMap::new();
     sections.insert("stale", stale_section(&stale));
     sections.insert("runs", runs_table(&runs));
+    sections.insert("ab", crate::ab::section(experiments)?);
     repeats.retain(|(_, r)| {
         r.get("runs")
             .and_then(Value::as_array)
@@ -1532,10 +1599,74 @@ mod tests {
     }
 
     #[test]
+    fn a_run_is_stale_only_when_a_component_it_started_changed() {
+        let prints = |service: &str, generator: &str| {
+            BTreeMap::from([
+                ("service".to_owned(), service.to_owned()),
+                ("reducer".to_owned(), "r1".to_owned()),
+                ("relay".to_owned(), "x1".to_owned()),
+                ("generator".to_owned(), generator.to_owned()),
+            ])
+        };
+        let mut fresh = Freshness {
+            // Another commit, a dirty tree: neither matters once a run
+            // has fingerprints.
+            head: Some("def".into()),
+            by_commit: BTreeMap::new(),
+            current: Ok(prints("s2", "g2")),
+            generator_canary: None,
+        };
+        let meta = |components: &[(&str, &str)]| {
+            serde_json::json!({
+                "git_commit": "abc", "git_dirty": true, "git_dirty_paths": ["service/src/app.rs"],
+                "fingerprints": components.iter().map(|(c, h)| (c.to_string(), h.to_string())).collect::<BTreeMap<_, _>>(),
+            })
+        };
+        // The relay changed, but the run did not start one.
+        assert_eq!(
+            fresh.stale_reason(&meta(&[
+                ("service", "s2"),
+                ("reducer", "r1"),
+                ("generator", "g2")
+            ])),
+            None
+        );
+        assert_eq!(
+            fresh.stale_reason(&meta(&[
+                ("service", "s1"),
+                ("reducer", "r1"),
+                ("generator", "g2")
+            ])),
+            Some("its service changed since".to_owned())
+        );
+        let old_generator = meta(&[("service", "s2"), ("reducer", "r1"), ("generator", "g1")]);
+        assert!(
+            fresh
+                .stale_reason(&old_generator)
+                .is_some_and(|r| r.contains("generator") && r.contains("canary")),
+        );
+        // A passing canary of the current generator vouches for it; one of
+        // an earlier generator, or a failed one, does not.
+        let canary = |valid: bool| {
+            serde_json::json!({
+                "scenario": GENERATOR_CANARY, "verdict": { "clean": true },
+                "validity": { "valid": valid, "reasons": [] },
+            })
+        };
+        fresh.note_canary("c-old", &canary(true), &meta(&[("generator", "g1")]));
+        fresh.note_canary("c-invalid", &canary(false), &meta(&[("generator", "g2")]));
+        assert!(fresh.stale_reason(&old_generator).is_some());
+        fresh.note_canary("c", &canary(true), &meta(&[("generator", "g2")]));
+        assert_eq!(fresh.stale_reason(&old_generator), None);
+    }
+
+    #[test]
     fn only_uncommitted_code_makes_a_run_stale() {
         let mut fresh = Freshness {
             head: Some("abc".into()),
             by_commit: BTreeMap::new(),
+            current: Err("unused".into()),
+            generator_canary: None,
         };
         let meta = |paths: Option<&[&str]>| {
             let mut m = serde_json::json!({ "git_commit": "abc", "git_dirty": true });

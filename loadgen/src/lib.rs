@@ -15,20 +15,29 @@
 //! | judge | [`verdict`] + [`topic`] (exactly once, by identity), [`summary`] (validity, cost per press, knee, asserts) | recorder, rows, topic → [`summary::Summary`] |
 //! | store | [`store`], [`report`] | summary → the run's folder, the terminal table |
 //!
-//! Around single runs: [`repeat`] (`--repeat N`, the spread of repeats),
-//! [`lab`] (sweeps, `compare`, `report` → SCALE.md, HTML pages), [`probe`]
-//! (a burst per broker engine), `stack up` (a local stack to poke by hand).
-//! [`scenario`] parses what a person types; [`measure`] holds the
-//! HdrHistogram series; [`meta`] says where and with what a run ran.
+//! Around single runs: [`repeat`] (`--repeat N`, the spread of repeats,
+//! the knee every repeat met), [`lab`] (sweeps, `compare`, `report` →
+//! SCALE.md, HTML pages), [`ab`] with [`paired`] (two builds compared by
+//! interleaved runs), [`campaign`] (SCALE.md's headline runs in rounds),
+//! [`probe`] (a burst per broker engine), `stack up` (a local stack to
+//! poke by hand). [`scenario`] parses what a person types; [`measure`]
+//! holds the HdrHistogram series; [`meta`] says where and with what a run
+//! ran, [`fingerprint`] which code each component was built from, and
+//! [`host`] how fast the machine was against its reference.
 
+pub mod ab;
 pub mod arch;
+pub mod campaign;
 pub mod driver;
 pub mod faults;
+pub mod fingerprint;
+pub mod host;
 pub mod lab;
 pub mod load;
 pub mod measure;
 pub mod meta;
 pub mod observe;
+pub mod paired;
 pub mod probe;
 pub mod profile;
 pub mod recorder;
@@ -106,6 +115,52 @@ pub enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
     },
+    /// Two builds compared by interleaved runs: each revision built once
+    /// (a worktree, release), then the scenario as pairs in balanced order
+    /// (A B, B A, …), a fresh stack each; per metric the pairs' ratio B/A
+    /// with a 95% interval and a verdict. Stored as one folder.
+    Ab {
+        /// A commit, branch or tag, or `.` for the work tree as it is.
+        rev_a: String,
+        rev_b: String,
+        scenario: String,
+        #[arg(long, default_value_t = 4)]
+        pairs: usize,
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+        /// Overrides a key for both sides (repeatable; both revisions'
+        /// generators must know `--set`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Overrides a key for A only, e.g. a deliberate slowdown.
+        #[arg(long = "set-a", value_name = "KEY=VALUE")]
+        sets_a: Vec<String>,
+        #[arg(long = "set-b", value_name = "KEY=VALUE")]
+        sets_b: Vec<String>,
+        /// The order's seed (default: the clock); stored with the result.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Profiles these processes in every run (as `run --profile`).
+        #[arg(long, value_delimiter = ',')]
+        profile: Vec<String>,
+    },
+    /// Re-measures what SCALE.md's headline tables need, unattended: a
+    /// plan's entries in rounds (every first repeat, then every second,
+    /// shuffled per round), then each entry's aggregate; prints its wall
+    /// time.
+    Campaign {
+        #[arg(default_value = "campaigns/headline.toml")]
+        plan: std::path::PathBuf,
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+        /// Skips entries that already have enough runs of the current
+        /// code (by the components' fingerprints).
+        #[arg(long)]
+        only_stale: bool,
+        /// The shuffles' seed (default: the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Two stored runs side by side (folder names under experiments/ or paths).
     Compare {
         /// Two or more runs; ratios are to the first.
@@ -130,6 +185,12 @@ pub enum Command {
         #[arg(long)]
         html: bool,
     },
+    /// The host's speed against this machine kind's reference: a probe of
+    /// fixed work (CPU on every core, memory, loopback round trips).
+    Host {
+        #[command(subcommand)]
+        action: HostAction,
+    },
     /// A burst of presses through a fresh local stack: press latency, time
     /// to drain, exactly-once verdict; stored under experiments/.
     Probe {
@@ -151,6 +212,26 @@ pub enum Command {
         #[arg(long = "reducer-env", value_parser = parse_var)]
         reducer_env: Vec<(String, String)>,
         /// Where runs are stored.
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostAction {
+    /// Takes this machine kind's reference (on a quiet machine): the
+    /// probe's median times, stored as experiments/host/<kind>-<build>.json.
+    Calibrate {
+        /// Probes to take the median of.
+        #[arg(long, default_value_t = 15)]
+        probes: usize,
+        #[arg(long, default_value = "experiments")]
+        out: std::path::PathBuf,
+    },
+    /// Probes the host now and prints its index against the reference.
+    Probe {
+        #[arg(long, default_value_t = 5)]
+        probes: usize,
         #[arg(long, default_value = "experiments")]
         out: std::path::PathBuf,
     },
@@ -279,6 +360,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ab {
+            rev_a,
+            rev_b,
+            scenario,
+            pairs,
+            out,
+            sets,
+            sets_a,
+            sets_b,
+            seed,
+            profile,
+        } => {
+            let dir = ab::run(ab::AbArgs {
+                rev_a,
+                rev_b,
+                scenario,
+                pairs,
+                out,
+                sets,
+                sets_a,
+                sets_b,
+                seed,
+                profile,
+            })
+            .await?;
+            eprintln!("stored in {}", dir.display());
+            Ok(())
+        }
+        Command::Campaign {
+            plan,
+            out,
+            only_stale,
+            seed,
+        } => {
+            if !campaign::campaign(&plan, &out, only_stale, seed).await? {
+                anyhow::bail!("a campaign run failed (see above)");
+            }
+            Ok(())
+        }
         Command::Compare {
             runs,
             experiments,
@@ -300,6 +420,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if html {
                 lab::html_pages(&experiments)?;
             }
+            Ok(())
+        }
+        Command::Host {
+            action: HostAction::Calibrate { probes, out },
+        } => {
+            let r = host::calibrate(&out, probes)?;
+            println!(
+                "{}: cpu {:.1} ms, memory {:.1} ms, loopback {:.2} ms (median of {}); each probe's index against them: {:?}",
+                host::reference_path(&out).display(),
+                r.full.cpu_ms,
+                r.full.memory_ms,
+                r.full.loopback_ms,
+                r.probes,
+                r.spread
+            );
+            Ok(())
+        }
+        Command::Host {
+            action: HostAction::Probe { probes, out },
+        } => {
+            let reference = host::find_reference(&out)?;
+            let measured = host::Probe::Full.median_of(probes)?;
+            let mut report = host::HostReport::new(
+                reference.as_ref().map(|(r, n)| (r, n.clone())),
+                Some(measured),
+            );
+            report.finish(reference.as_ref().map(|(r, _)| r), None);
+            println!(
+                "cpu {:.1} ms, memory {:.1} ms, loopback {:.2} ms; {}",
+                measured.cpu_ms,
+                measured.memory_ms,
+                measured.loopback_ms,
+                report.describe()
+            );
             Ok(())
         }
         Command::Probe {

@@ -150,7 +150,12 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<PathBuf> {
     );
     let dir = args.out_dir.join(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta = meta::collect("local", started_at, true);
+    let meta = meta::collect(
+        "local",
+        started_at,
+        true,
+        &["generator", "service", "reducer"],
+    );
     write_json(&dir.join("meta.json"), &meta)?;
     write_json(&dir.join("summary.json"), &summary)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);

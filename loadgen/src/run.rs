@@ -54,6 +54,14 @@ pub struct RunOutcome {
 const LISTENERS_HEAD_START: Duration = Duration::from_millis(300);
 const HEAD_START_PER_LISTENER: Duration = Duration::from_millis(1);
 
+/// How often the light host probe runs during the load: ~30 ms of one
+/// core's work, about 1% of this machine.
+const HOST_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Full probes before the load and after the drain, whose median counts:
+/// about 2 s each side.
+const HOST_PROBES: usize = 5;
+
 /// Memory of every service process: PSS when readable, else RSS.
 fn service_memory(driver: &Driver) -> (BTreeMap<String, u64>, &'static str) {
     let mut pss = true;
@@ -105,6 +113,19 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let endpoints = driver.endpoints().clone();
     let guards = guards_of(&endpoints.service_urls[0]).await?;
     let state_before = latest_in_db(&endpoints.database_url).await?;
+
+    // The host, before the load: the same fixed work as this machine
+    // kind's reference.
+    let host_reference = crate::host::find_reference(&options.out_dir)?;
+    let host_before =
+        tokio::task::spawn_blocking(|| crate::host::Probe::Full.median_of(HOST_PROBES))
+            .await
+            .context("the host probe")?
+            .context("probing the host before the load")?;
+    let mut host = crate::host::HostReport::new(
+        host_reference.as_ref().map(|(r, name)| (r, name.clone())),
+        Some(host_before),
+    );
 
     // 2. schedule
     let plan = Plan::of(scenario);
@@ -178,6 +199,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let connected = recorder.listeners_connected.load(Ordering::Relaxed);
     let connect_s = listeners_started.elapsed().as_secs_f64();
     let (memory_connected, _) = service_memory(&driver);
+    let during_probes = crate::host::DuringProbes::start(HOST_PROBE_EVERY);
     crate::load::run(
         recorder.clone(),
         target,
@@ -185,6 +207,16 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     )
     .await?;
     let load_elapsed = recorder.start.elapsed();
+    let light_reference = host_reference.as_ref().map(|(r, _)| r.light);
+    host.during = during_probes
+        .finish()
+        .into_iter()
+        .map(|(at, timings)| crate::host::DuringProbe {
+            at_s: at.saturating_duration_since(recorder.start).as_secs_f64(),
+            timings,
+            index: light_reference.map(|r| crate::host::Index::of(&timings, &r).index),
+        })
+        .collect();
     if let Some((index, missed)) = recorder.stopped() {
         eprintln!(
             "{name}: stopped after phase {}: {} steps in a row missed the objective; the remaining phases were not run",
@@ -254,6 +286,15 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         }
     }
 
+    // The host again, with the load gone.
+    let host_after =
+        tokio::task::spawn_blocking(|| crate::host::Probe::Full.median_of(HOST_PROBES))
+            .await
+            .context("the host probe")?
+            .context("probing the host after the drain")?;
+    host.finish(host_reference.as_ref().map(|(r, _)| r), Some(host_after));
+    eprintln!("{name}: {}", host.describe());
+
     // 5. judge
     let verdict = judge_exactly_once(&recorder, &endpoints, state_before.as_ref(), &drained).await;
     let mut summary = summarise(
@@ -268,6 +309,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         verdict,
         std::mem::take(&mut *lock(&fault_events)),
         &build,
+        host,
     );
     summary.profiles = profiles;
     summary.clients_memory = clients_memory;
@@ -277,15 +319,39 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         driver.name(),
         started_at,
         matches!(*driver, Driver::Local(..)),
+        &components_started(scenario),
     );
     crate::store::write(
         &dir, scenario, &summary, &meta, &recorder, load_wall, load_end,
     )?;
+    if !summary.verdict.clean {
+        match driver.keep_logs(&dir.join("stack-logs")).await {
+            Ok(kept) if !kept.is_empty() => eprintln!(
+                "{name}: the verdict failed; the stack's logs are kept in {}",
+                dir.join("stack-logs").display()
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("{name}: the stack's logs could not be kept: {e:#}"),
+        }
+    }
     match Arc::try_unwrap(driver) {
         Ok(driver) => driver.stop().await,
         Err(_) => eprintln!("the stack is still in use; leaving it to be dropped"),
     }
     Ok(RunOutcome { dir, summary })
+}
+
+/// The lab's components a run starts (their fingerprints decide when it
+/// is stale): the generator always, the stack's own unless it is external.
+fn components_started(scenario: &Scenario) -> Vec<&'static str> {
+    let mut components = vec!["generator"];
+    if scenario.stack.driver != crate::scenario::Driver::External {
+        components.extend(["service", "reducer"]);
+        if scenario.stack.ingest == Ingest::Outbox {
+            components.push("relay");
+        }
+    }
+    components
 }
 
 /// Starts `perf` for the processes the scenario's `[profile]` names, for
@@ -550,7 +616,9 @@ fn summarise(
     verdict: Verdict,
     faults: Vec<FaultEvent>,
     build: &Build,
+    host: crate::host::HostReport,
 ) -> Summary {
+    let host_reason = summary::host_validity(&scenario.validity, &host);
     let rows: &[Row] = &sampled.rows;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let stop = recorder.stopped();
@@ -596,13 +664,18 @@ fn summarise(
                 cpu_pct,
                 steal_pct,
                 foreign_pct,
+                host_index_during: host.during_index(start_s, end_s),
                 validity: Validity::default(),
                 not_run: !ran(i),
             };
             p.validity = if p.not_run {
                 Validity::of(Vec::new())
             } else {
-                summary::phase_validity(&scenario.validity, &p, build.optimised(), cores)
+                let mut v =
+                    summary::phase_validity(&scenario.validity, &p, build.optimised(), cores);
+                // A slow host makes every phase's figures its own.
+                v.reasons.extend(host_reason.clone());
+                Validity::of(v.reasons)
             };
             p
         })
@@ -685,6 +758,7 @@ fn summarise(
         schedule_lag: of_phases(|p| &p.schedule_lag),
         cost_us_per_press: summary::cost_per_press(rows, &windows),
         knee_per_s: None,
+        knee_limit_ms: scenario.knee.as_ref().map(|k| k.p99_press_to_sse_ms),
         knee_is_lower_bound: false,
         stopped: stop.map(|(last, missed)| summary::RampStop {
             after: recorder.plan.phases[last].name.clone(),
@@ -701,6 +775,7 @@ fn summarise(
         drain_s: drained.drain_s,
         states: drained.newest.as_ref().map_or(0, |s| s.id),
         verdict,
+        host: Some(host),
         validity: summary::run_validity(&phases),
         faults,
         fault_impact: summary::fault_impact(scenario, &windows_s, &frames_s, rows),

@@ -205,10 +205,13 @@ impl OrphanLag {
 
     async fn read(&mut self, held: &std::collections::BTreeSet<i32>) -> Option<f64> {
         if self.watermarks.is_none() {
-            self.watermarks =
-                crate::topic::Watermarks::open(&self.source.brokers, &self.source.topic, Self::WAIT)
-                    .await
-                    .ok();
+            self.watermarks = crate::topic::Watermarks::open(
+                &self.source.brokers,
+                &self.source.topic,
+                Self::WAIT,
+            )
+            .await
+            .ok();
         }
         let watermarks = self.watermarks.as_ref()?;
         let orphans: Vec<i32> = watermarks
@@ -232,7 +235,10 @@ impl OrphanLag {
         let newest = button_store::latest_snapshot(self.pool.as_ref()?)
             .await
             .ok()?;
-        Some(orphan_lag(&high, &newest.map(|s| s.offsets).unwrap_or_default()))
+        Some(orphan_lag(
+            &high,
+            &newest.map(|s| s.offsets).unwrap_or_default(),
+        ))
     }
 }
 

@@ -142,6 +142,15 @@ pub struct ValidityLimits {
     /// timer's lateness, ms), judged with 100 listeners or more: past it,
     /// commit-to-client latency is partly the generator's own queueing.
     pub max_observer_lag_p99_ms: f64,
+    /// The host index before the load and after the drain (1.0: as fast
+    /// as this machine kind's reference, see `loadgen host calibrate`):
+    /// below it, every phase is invalid. A machine kind without a
+    /// reference has no index, and this check says so without failing.
+    pub min_host_index: f64,
+    /// The median index of the light probes during a phase: what a
+    /// runnable thread at the stack's priority got. The load's own
+    /// contention lowers it; a quota or a stolen core lowers it further.
+    pub min_host_index_during: f64,
 }
 
 impl Default for ValidityLimits {
@@ -153,6 +162,8 @@ impl Default for ValidityLimits {
             max_steal_pct: 5.0,
             max_foreign_pct: 5.0,
             max_observer_lag_p99_ms: 10.0,
+            min_host_index: 0.9,
+            min_host_index_during: 0.5,
         }
     }
 }

@@ -88,6 +88,10 @@ pub struct PhaseSummary {
     pub steal_pct: Option<f64>,
     #[serde(default)]
     pub foreign_pct: Option<f64>,
+    /// The median host index of the light probes during this phase (see
+    /// [`crate::host`]); none without a reference or a probe in it.
+    #[serde(default)]
+    pub host_index_during: Option<f64>,
     #[serde(default)]
     pub validity: Validity,
     /// The ramp's stop rule ended the load before this phase: it sent
@@ -404,6 +408,10 @@ pub struct Summary {
     /// The highest open-model rate whose phase was valid, accepted every
     /// planned press, and met the scenario's `[knee]` objective.
     pub knee_per_s: Option<f64>,
+    /// That objective (p99 press-to-SSE, ms), so repeats can be judged
+    /// step by step.
+    #[serde(default)]
+    pub knee_limit_ms: Option<f64>,
     /// The knee is the ramp's last step, which still met the objective:
     /// the stack's knee is at least that.
     #[serde(default)]
@@ -422,6 +430,10 @@ pub struct Summary {
     pub drain_s: Option<f64>,
     pub states: i64,
     pub verdict: Verdict,
+    /// The host, measured before, during and after the load (runs stored
+    /// before it was measured have none).
+    #[serde(default)]
+    pub host: Option<crate::host::HostReport>,
     /// Whether the figures are the stack's (see [`Validity`]).
     #[serde(default)]
     pub validity: Validity,
@@ -630,7 +642,38 @@ pub fn phase_validity(
             limits.max_foreign_pct
         ));
     }
+    if let Some(during) = phase
+        .host_index_during
+        .filter(|&i| i < limits.min_host_index_during)
+    {
+        reasons.push(format!(
+            "host slow during the phase: probe index {during:.2} (limit {})",
+            limits.min_host_index_during
+        ));
+    }
     Validity::of(reasons)
+}
+
+/// Why a whole run's host may not be the reference machine's: its index
+/// before the load or after the drain below the limit.
+pub fn host_validity(limits: &ValidityLimits, host: &crate::host::HostReport) -> Option<String> {
+    let index = host.index.filter(|&i| i < limits.min_host_index)?;
+    // The probe (before or after) that set the index, part by part.
+    let parts = [host.before_index, host.after_index]
+        .into_iter()
+        .flatten()
+        .min_by(|a, b| a.index.total_cmp(&b.index))
+        .map_or(String::new(), |i| {
+            format!(
+                ": cpu {:.2}, memory {:.2}, loopback {:.2}",
+                i.cpu, i.memory, i.loopback
+            )
+        });
+    Some(format!(
+        "host slow: index {index:.2} against {} (limit {}){parts}",
+        host.reference.as_deref().unwrap_or("the reference"),
+        limits.min_host_index
+    ))
 }
 
 /// A run is valid when each of its steady phases is; its reasons name the
@@ -674,21 +717,26 @@ pub fn cost_per_press(rows: &[Row], windows: &[(f64, f64)]) -> BTreeMap<String, 
         .collect()
 }
 
+/// Whether a steady open-model press step was valid, accepted every
+/// planned press and kept p99 press-to-SSE within `limit_ms`.
+pub fn meets_objective(p: &PhaseSummary, limit_ms: f64) -> bool {
+    !p.warmup
+        && !p.not_run
+        && p.endpoint == Endpoint::Press
+        && p.rate.is_some()
+        && p.validity.valid
+        && p.planned > 0
+        && p.accepted == p.planned
+        && p.press_to_sse.p99_ms <= limit_ms
+}
+
 /// The highest target rate whose phase was valid, accepted every planned
 /// press and met the p99 press-to-SSE limit.
 pub fn knee(scenario: &Scenario, phases: &[PhaseSummary]) -> Option<f64> {
     let limit = scenario.knee.as_ref()?.p99_press_to_sse_ms;
     phases
         .iter()
-        .filter(|p| {
-            !p.warmup
-                && !p.not_run
-                && p.endpoint == Endpoint::Press
-                && p.validity.valid
-                && p.planned > 0
-                && p.accepted == p.planned
-                && p.press_to_sse.p99_ms <= limit
-        })
+        .filter(|p| meets_objective(p, limit))
         .filter_map(|p| p.rate)
         .fold(None, |best: Option<f64>, r| {
             Some(best.map_or(r, |b| b.max(r)))
@@ -923,6 +971,7 @@ mod tests {
             cpu_pct: BTreeMap::from([(LOADGEN.to_owned(), 40.0)]),
             steal_pct: Some(0.5),
             foreign_pct: Some(1.0),
+            host_index_during: None,
             validity: Validity::of(vec![]),
             not_run: false,
         }
@@ -1300,6 +1349,7 @@ mod tests {
             phases: vec![],
             cost_us_per_press: BTreeMap::new(),
             knee_per_s: None,
+            knee_limit_ms: None,
             knee_is_lower_bound: false,
             stopped: None,
             press_path: None,
@@ -1308,6 +1358,7 @@ mod tests {
             drain_s: Some(1.0),
             states: 1,
             verdict: Verdict::default(),
+            host: None,
             validity: Validity::of(vec![]),
             faults: vec![],
             fault_impact: vec![],

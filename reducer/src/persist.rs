@@ -233,7 +233,10 @@ impl Persister {
                     }
                     Err(StoreError::Conflict { parent_id }) => {
                         metrics::counter!("reducer_conflicts_total").increment(1);
-                        tracing::warn!(parent_id, "another writer appended past the writers' lock: reloading");
+                        tracing::warn!(
+                            parent_id,
+                            "another writer appended past the writers' lock: reloading"
+                        );
                         return Ok(Written::Conflict);
                     }
                     Err(e) => e.to_string(),
@@ -308,7 +311,10 @@ impl Persister {
                 // so the newest snapshot stays the newest until the commit.
                 Err(StoreError::Conflict { parent_id }) if newer.is_none() => {
                     metrics::counter!("reducer_conflicts_total").increment(1);
-                    tracing::debug!(parent_id, "another writer appended first: folding onto the newest");
+                    tracing::debug!(
+                        parent_id,
+                        "another writer appended first: folding onto the newest"
+                    );
                     newer = button_store::snapshot_after(&mut *tx, parent_id).await?;
                     if newer.is_none() {
                         // The parent is taken, so a newer snapshot exists.

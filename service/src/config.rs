@@ -78,6 +78,11 @@ pub struct Config {
     /// The country database (MMDB); empty or missing = every country
     /// `unknown`.
     pub geoip_db: String,
+    /// Iterations of a fixed arithmetic loop added to every press: a
+    /// known, deliberate cost, for showing that the lab's comparisons
+    /// (`loadgen ab`, the benchmark gate) find a slowdown of that size.
+    /// 0 (the default) everywhere else.
+    pub press_extra_work: u64,
 }
 
 impl Default for Config {
@@ -112,6 +117,7 @@ impl Default for Config {
             rate_limit_redis_down: RedisDownPolicy::Open,
             idempotency_ttl_ms: 86_400_000,
             geoip_db: "/usr/local/share/button-lab/geo-whois-asn-country.mmdb".to_owned(),
+            press_extra_work: 0,
         }
     }
 }

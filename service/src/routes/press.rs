@@ -50,6 +50,9 @@ pub async fn press(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    if app.config.press_extra_work > 0 {
+        extra_work(app.config.press_extra_work);
+    }
     let address = app
         .guards
         .identity
@@ -226,4 +229,16 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The deliberate cost of `press_extra_work`: a recurrence the compiler
+/// cannot drop, so its cost is the same in every build and run.
+fn extra_work(iterations: u64) {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..iterations {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x);
 }
