@@ -275,6 +275,11 @@ async fn build(root: &Path, cache: &Path, side: &mut Revision) -> anyhow::Result
             side.tree.display()
         );
         let target = cache.join("target");
+        // Cargo names a workspace crate's artifacts by its path relative
+        // to the workspace, the same in every worktree: another
+        // revision's would pass for fresh. Removing this revision's
+        // workspace crates first rebuilds them alone; dependencies stay.
+        clean_workspace_crates(&side.tree, &target).await?;
         cargo_build(&side.tree, Some(&target)).await?;
         let staging = side.bins.with_extension("partial");
         let _ = std::fs::remove_dir_all(&staging);
@@ -288,6 +293,47 @@ async fn build(root: &Path, cache: &Path, side: &mut Revision) -> anyhow::Result
         }
         std::fs::rename(&staging, &side.bins)?;
     }
+    Ok(())
+}
+
+async fn clean_workspace_crates(tree: &Path, target: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = tokio::process::Command::new(&cargo)
+        .current_dir(tree)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()
+        .await
+        .context("running cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ab: cargo metadata in {} failed",
+        tree.display()
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout)?;
+    let mut cmd = tokio::process::Command::new(&cargo);
+    cmd.current_dir(tree)
+        .env("CARGO_TARGET_DIR", target)
+        .args(["clean", "--release", "--quiet"]);
+    for name in metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+    {
+        cmd.args(["-p", name]);
+    }
+    let status = cmd.status().await.context("running cargo clean")?;
+    anyhow::ensure!(
+        status.success(),
+        "ab: cargo clean in {} failed",
+        tree.display()
+    );
     Ok(())
 }
 
@@ -713,6 +759,13 @@ mod tests {
         assert!(md.contains("(no run stored)"), "{md}");
         let json = serde_json::to_string(&ab).unwrap();
         let back: Ab = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.metrics, ab.metrics);
+        let verdicts = |a: &Ab| -> Vec<(String, bool)> {
+            a.metrics
+                .iter()
+                .map(|m| (m.metric.clone(), m.differs))
+                .collect()
+        };
+        assert_eq!(verdicts(&back), verdicts(&ab));
+        assert_eq!(back.pairs, ab.pairs);
     }
 }

@@ -251,6 +251,24 @@ fn write_tokens(tokens: TokenStream, out: &mut String) {
                 tokens = ahead;
                 continue;
             }
+            // `#[cfg(test)]` and the item it gates: tests are not in the
+            // binary a run starts.
+            if !bang
+                && let Some(TokenTree::Group(g)) = ahead.peek()
+                && g.delimiter() == Delimiter::Bracket
+                && g.stream().to_string().replace(' ', "") == "cfg(test)"
+            {
+                ahead.next();
+                for t in ahead.by_ref() {
+                    match t {
+                        TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => break,
+                        TokenTree::Punct(p) if p.as_char() == ';' => break,
+                        _ => {}
+                    }
+                }
+                tokens = ahead;
+                continue;
+            }
         }
         match token {
             TokenTree::Group(g) => {
@@ -293,6 +311,19 @@ mod tests {
         let a = "//! The crate.\n/// Adds.\nfn add(a: u32, b: u32) -> u32 { a + b } // sum\n";
         let b = "/// Adds two numbers.\n#[doc = \"more\"]\nfn add(a: u32,\n       b: u32)\n    -> u32 {\n    /* the sum */ a + b\n}\n";
         assert_eq!(code_tokens(a), code_tokens(b));
+    }
+
+    #[test]
+    fn test_modules_do_not_count() {
+        let code = "fn add(a: u32) -> u32 { a + 1 }\n";
+        let with_tests = format!(
+            "{code}#[cfg(test)]\nmod tests {{ #[test] fn t() {{ assert_eq!(super::add(1), 2); }} }}\n#[cfg(test)]\nuse std::fmt;\n"
+        );
+        assert_eq!(code_tokens(code), code_tokens(&with_tests));
+        assert_ne!(
+            code_tokens(code),
+            code_tokens("fn add(a: u32) -> u32 { a + 1 }\n#[cfg(feature = \"x\")]\nfn more() {}\n")
+        );
     }
 
     #[test]

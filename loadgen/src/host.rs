@@ -44,7 +44,7 @@ pub enum Probe {
 impl Probe {
     fn threads(self) -> usize {
         match self {
-            Probe::Full => std::thread::available_parallelism().map_or(1, usize::from),
+            Probe::Full => machine_cores(),
             Probe::Light => 1,
         }
     }
@@ -230,6 +230,18 @@ pub struct Reference {
     pub spread: Vec<f64>,
 }
 
+/// The machine's online cores. Not `available_parallelism`, which honours
+/// a cgroup's CPU quota: a run under a quota would take itself for a
+/// smaller machine kind and probe with fewer threads than there are cores,
+/// hiding the very slowdown the probe is there to see.
+pub fn machine_cores() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// This machine's kind: its CPU model and core count, as a file name.
 pub fn machine_kind() -> (String, Option<String>, usize) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -238,7 +250,7 @@ pub fn machine_kind() -> (String, Option<String>, usize) {
             .split_once(':')
             .map(|(_, v)| v.trim().to_owned())
     });
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = machine_cores();
     let slug: String = model
         .as_deref()
         .unwrap_or("unknown-cpu")

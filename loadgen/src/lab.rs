@@ -719,7 +719,7 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
         .cloned()
         .collect();
     let runs = kafka;
-    sections.insert("knee", knee_section(&runs));
+    sections.insert("knee", knee_section(&runs, &repeats));
     sections.insert("press-path", press_path_section(&runs));
     sections.insert("spike", spike_section(&runs));
     sections.insert("faults", faults_section(&runs));
@@ -968,7 +968,59 @@ fn latest(
     runs.iter().rev().find(|(_, s, _)| pred(s))
 }
 
-fn knee_section(runs: &[(String, Value, Value)]) -> String {
+/// The ramp's knee from its newest fresh repeats: median and spread, the
+/// step every repeat met, whether the repeats agree, and each run's host
+/// index beside its knee.
+fn repeated_knee(runs: &[(String, Value, Value)], repeats: &[(String, Value)]) -> Option<String> {
+    let (name, aggregate) = repeats
+        .iter()
+        .rev()
+        .find(|(_, r)| r.get("scenario").and_then(Value::as_str) == Some("ramp"))?;
+    let aggregate: crate::repeat::Aggregate = serde_json::from_value(aggregate.clone()).ok()?;
+    let mut md = format!(
+        "From the {} repeats `{name}`: knee **{}**.\n\n| run | started | knee presses/s | host index (before, after) | verdict | validity |\n|---|---|---|---|---|---|\n",
+        aggregate.runs.len(),
+        aggregate.knee_text()?
+    );
+    for run in &aggregate.runs {
+        let Some((_, s, _)) = runs.iter().find(|(n, _, _)| n == run) else {
+            continue;
+        };
+        let host: Option<crate::host::HostReport> = s
+            .get("host")
+            .filter(|h| !h.is_null())
+            .and_then(|h| serde_json::from_value(h.clone()).ok());
+        let host = host.map_or("–".to_owned(), |h| {
+            let part = |i: Option<crate::host::Index>| {
+                i.map_or("–".to_owned(), |i| format!("{:.3}", i.index))
+            };
+            format!(
+                "{} ({}, {})",
+                h.index.map_or("–".to_owned(), |i| format!("**{i:.3}**")),
+                part(h.before_index),
+                part(h.after_index)
+            )
+        });
+        let _ = writeln!(
+            md,
+            "| `{run}` | {} | {} | {host} | {} | {} |",
+            s.get("started_at").and_then(Value::as_str).unwrap_or(""),
+            num(s, "/knee_per_s"),
+            verdict(s),
+            if s.pointer("/validity/valid").and_then(Value::as_bool) == Some(false) {
+                "invalid"
+            } else {
+                "valid"
+            }
+        );
+    }
+    Some(md)
+}
+
+fn knee_section(runs: &[(String, Value, Value)], repeats: &[(String, Value)]) -> String {
+    if let Some(md) = repeated_knee(runs, repeats) {
+        return md;
+    }
     // The ramp's own runs first: a sweep point's single-rate knee is not
     // the stack's.
     let ramp = latest(runs, |s| {
@@ -1567,12 +1619,15 @@ mod tests {
             });
             (name.to_owned(), summary, Value::Null)
         };
-        let md = knee_section(&[
-            run("the-ramp", "ramp", 18000.0),
-            run("a-sweep-point", "knee-sweep", 14000.0),
-        ]);
+        let md = knee_section(
+            &[
+                run("the-ramp", "ramp", 18000.0),
+                run("a-sweep-point", "knee-sweep", 14000.0),
+            ],
+            &[],
+        );
         assert!(md.contains("`the-ramp`") && md.contains("**18000"), "{md}");
-        let md = knee_section(&[run("a-sweep-point", "knee-sweep", 14000.0)]);
+        let md = knee_section(&[run("a-sweep-point", "knee-sweep", 14000.0)], &[]);
         assert!(
             md.contains("`a-sweep-point`"),
             "no ramp: the newest knee: {md}"

@@ -102,7 +102,7 @@ pub fn collect(driver: &str, started_at: String, local_stack: bool, components: 
                     .split_once(':')
                     .map(|(_, v)| v.trim().to_owned())
             }),
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cores: crate::host::machine_cores(),
             memory_kib: meminfo.lines().find_map(|l| {
                 l.strip_prefix("MemTotal:")?
                     .trim()

@@ -458,7 +458,8 @@ mod tests {
             .map(|(r, _)| *r)
             .fold(None, |b: Option<f64>, r| Some(b.map_or(r, |b| b.max(r))));
         let mut s: Summary = serde_json::from_value(serde_json::json!({
-            "scenario": "ramp", "run": run, "sweep_point": null, "guards": {}, "started_at": "",
+            "scenario": "ramp", "run": run, "sweep_point": null,
+            "guards": crate::summary::GuardsInfo::default(), "started_at": "",
             "load_s": 0.0, "sent": 0, "accepted": 0, "errors": {}, "accepted_per_s": 0.0,
             "error_rate": 0.0, "press_latency": crate::measure::Percentiles::default(),
             "press_to_sse": crate::measure::Percentiles::default(),

@@ -104,18 +104,9 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         Some(crate::profile::check_access()?)
     };
 
-    // 1. stack
-    eprintln!(
-        "{name}: starting the stack ({:?} driver)",
-        scenario.stack.driver
-    );
-    let driver = Arc::new(Driver::start(scenario, &dir).await?);
-    let endpoints = driver.endpoints().clone();
-    let guards = guards_of(&endpoints.service_urls[0]).await?;
-    let state_before = latest_in_db(&endpoints.database_url).await?;
-
-    // The host, before the load: the same fixed work as this machine
-    // kind's reference.
+    // The host, before the stack starts: the same fixed work as this
+    // machine kind's reference, which was taken with no stack up either
+    // (an idle stack's polling alone costs the probe 10-20%).
     let host_reference = crate::host::find_reference(&options.out_dir)?;
     let host_before =
         tokio::task::spawn_blocking(|| crate::host::Probe::Full.median_of(HOST_PROBES))
@@ -126,6 +117,16 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         host_reference.as_ref().map(|(r, name)| (r, name.clone())),
         Some(host_before),
     );
+
+    // 1. stack
+    eprintln!(
+        "{name}: starting the stack ({:?} driver)",
+        scenario.stack.driver
+    );
+    let driver = Arc::new(Driver::start(scenario, &dir).await?);
+    let endpoints = driver.endpoints().clone();
+    let guards = guards_of(&endpoints.service_urls[0]).await?;
+    let state_before = latest_in_db(&endpoints.database_url).await?;
 
     // 2. schedule
     let plan = Plan::of(scenario);
@@ -286,17 +287,33 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         }
     }
 
-    // The host again, with the load gone.
+    // 5. judge
+    let verdict = judge_exactly_once(&recorder, &endpoints, state_before.as_ref(), &drained).await;
+    if !verdict.clean {
+        match driver.keep_logs(&dir.join("stack-logs")).await {
+            Ok(kept) if !kept.is_empty() => eprintln!(
+                "{name}: the verdict failed; the stack's logs are kept in {}",
+                dir.join("stack-logs").display()
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("{name}: the stack's logs could not be kept: {e:#}"),
+        }
+    }
+    let (driver_name, local) = (driver.name(), matches!(*driver, Driver::Local(..)));
+    match Arc::try_unwrap(driver) {
+        Ok(driver) => driver.stop().await,
+        Err(_) => eprintln!("the stack is still in use; leaving it to be dropped"),
+    }
+
+    // The host again, with the stack gone, as before it started.
     let host_after =
         tokio::task::spawn_blocking(|| crate::host::Probe::Full.median_of(HOST_PROBES))
             .await
             .context("the host probe")?
-            .context("probing the host after the drain")?;
+            .context("probing the host after the run")?;
     host.finish(host_reference.as_ref().map(|(r, _)| r), Some(host_after));
     eprintln!("{name}: {}", host.describe());
 
-    // 5. judge
-    let verdict = judge_exactly_once(&recorder, &endpoints, state_before.as_ref(), &drained).await;
     let mut summary = summarise(
         scenario,
         options,
@@ -316,28 +333,14 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
 
     // 6. store
     let meta = crate::meta::collect(
-        driver.name(),
+        driver_name,
         started_at,
-        matches!(*driver, Driver::Local(..)),
+        local,
         &components_started(scenario),
     );
     crate::store::write(
         &dir, scenario, &summary, &meta, &recorder, load_wall, load_end,
     )?;
-    if !summary.verdict.clean {
-        match driver.keep_logs(&dir.join("stack-logs")).await {
-            Ok(kept) if !kept.is_empty() => eprintln!(
-                "{name}: the verdict failed; the stack's logs are kept in {}",
-                dir.join("stack-logs").display()
-            ),
-            Ok(_) => {}
-            Err(e) => eprintln!("{name}: the stack's logs could not be kept: {e:#}"),
-        }
-    }
-    match Arc::try_unwrap(driver) {
-        Ok(driver) => driver.stop().await,
-        Err(_) => eprintln!("the stack is still in use; leaving it to be dropped"),
-    }
     Ok(RunOutcome { dir, summary })
 }
 
@@ -620,7 +623,7 @@ fn summarise(
 ) -> Summary {
     let host_reason = summary::host_validity(&scenario.validity, &host);
     let rows: &[Row] = &sampled.rows;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = crate::host::machine_cores();
     let stop = recorder.stopped();
     // Phases after the one whose miss stopped the ramp never ran.
     let ran = |i: usize| stop.as_ref().is_none_or(|(last, _)| i <= *last);
