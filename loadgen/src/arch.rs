@@ -130,7 +130,12 @@ fn stack_cost(s: &Value) -> Option<f64> {
     Some(
         costs
             .iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "loadgen" | "perf"))
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "loadgen" | "perf" | crate::host::DURING_PROCESS
+                )
+            })
             .filter_map(|(_, v)| v.as_f64())
             .sum(),
     )

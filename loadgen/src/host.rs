@@ -72,9 +72,23 @@ impl Probe {
 
     /// Runs the probe once.
     pub fn run(self) -> anyhow::Result<Timings> {
+        self.run_in(&mut self.buffers())
+    }
+
+    /// The memory part's buffers, one per thread, every page touched.
+    fn buffers(self) -> Vec<Vec<u8>> {
+        (0..self.threads())
+            .map(|_| vec![1u8; MEMORY_BYTES])
+            .collect()
+    }
+
+    /// Runs the probe once with buffers already made: a probe repeated
+    /// every few seconds must not fault in 64 MiB each time (its own cost
+    /// would then be mostly the untimed allocation).
+    fn run_in(self, buffers: &mut [Vec<u8>]) -> anyhow::Result<Timings> {
         Ok(Timings {
             cpu_ms: cpu(self.threads(), self.cpu_rounds()),
-            memory_ms: memory(self.threads(), self.memory_passes()),
+            memory_ms: memory(buffers, self.memory_passes()),
             loopback_ms: loopback(self.round_trips())?,
         })
     }
@@ -113,19 +127,19 @@ fn cpu(threads: usize, rounds: u64) -> f64 {
     started.elapsed().as_secs_f64() * 1e3
 }
 
+const MEMORY_BYTES: usize = 64 << 20;
+
 /// 64 MiB per thread, one read and one write per cache line, `passes`
 /// times, on `threads` threads at once: the machine's memory path, not
 /// one core's.
-fn memory(threads: usize, passes: usize) -> f64 {
-    const BYTES: usize = 64 << 20;
-    let mut buffers: Vec<Vec<u8>> = (0..threads).map(|_| vec![1u8; BYTES]).collect();
+fn memory(buffers: &mut [Vec<u8>], passes: usize) -> f64 {
     let started = Instant::now();
     std::thread::scope(|s| {
-        for buffer in &mut buffers {
+        for buffer in buffers.iter_mut() {
             s.spawn(move || {
                 let mut sum = 0u64;
                 for pass in 0..passes {
-                    for i in (0..BYTES).step_by(64) {
+                    for i in (0..buffer.len()).step_by(64) {
                         sum = sum.wrapping_add(u64::from(buffer[i]));
                         buffer[i] = buffer[i].wrapping_add(pass as u8);
                     }
@@ -435,43 +449,90 @@ impl HostReport {
     }
 }
 
-/// Light probes every `every` until stopped, on a thread of their own
-/// (plain OS thread: the same priority as the stack's processes).
+/// Light probes every `every` until stopped, in a child process of their
+/// own (`loadgen host during`): at the stack's priority, and with their
+/// CPU shown as its own process (`host-probe`) rather than billed to the
+/// generator, whose cost a press it would otherwise inflate by a few
+/// per cent.
 pub struct DuringProbes {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<Vec<(Instant, Timings)>>,
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<Vec<(Instant, Timings)>>,
 }
 
+/// The child's process name in samples and cost tables.
+pub const DURING_PROCESS: &str = "host-probe";
+
 impl DuringProbes {
-    pub fn start(every: Duration) -> DuringProbes {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("host-probe".into())
+    pub fn start(every: Duration) -> anyhow::Result<DuringProbes> {
+        let exe = std::env::current_exe().context("the host probe: this program's path")?;
+        let mut child = std::process::Command::new(exe)
+            .args(["host", "during", "--every-ms"])
+            .arg(every.as_millis().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the host probe (`loadgen host during`)")?;
+        let stdout = child.stdout.take().context("the host probe's output")?;
+        let reader = std::thread::Builder::new()
+            .name("host-probe-reader".into())
             .spawn(move || {
                 let mut out = Vec::new();
-                let mut next = Instant::now() + every;
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    if Instant::now() >= next {
-                        let at = Instant::now();
-                        if let Ok(t) = Probe::Light.run() {
-                            out.push((at, t));
-                        }
-                        next += every;
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                    let Ok(line) = line else { break };
+                    let arrived = Instant::now();
+                    if let Ok(t) = serde_json::from_str::<Timings>(&line) {
+                        // Stamped when it began: its answer came at its end.
+                        let took =
+                            Duration::from_secs_f64((t.cpu_ms + t.memory_ms + t.loopback_ms) / 1e3);
+                        out.push((arrived.checked_sub(took).unwrap_or(arrived), t));
                     }
-                    std::thread::sleep(Duration::from_millis(50));
                 }
                 out
             })
-            .expect("spawning the host probe");
-        DuringProbes { stop, handle }
+            .context("spawning the host probe's reader")?;
+        Ok(DuringProbes { child, reader })
     }
 
-    /// Stops and returns each probe with when it started.
-    pub fn finish(self) -> Vec<(Instant, Timings)> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
+
+    /// Stops the child (its input closes) and returns each probe with
+    /// when it started.
+    pub fn finish(mut self) -> Vec<(Instant, Timings)> {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        self.reader.join().unwrap_or_default()
+    }
+}
+
+/// The child's loop: a light probe every `every`, one JSON line each on
+/// stdout, until stdin closes (the run ended, or died).
+pub fn during(every: Duration) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut buffers = Probe::Light.buffers();
+    let mut stdout = std::io::stdout().lock();
+    let mut next = Instant::now() + every;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if Instant::now() >= next {
+            let t = Probe::Light.run_in(&mut buffers)?;
+            if writeln!(stdout, "{}", serde_json::to_string(&t)?)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                break;
+            }
+            next += every;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

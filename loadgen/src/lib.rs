@@ -228,6 +228,13 @@ pub enum HostAction {
         #[arg(long, default_value = "experiments")]
         out: std::path::PathBuf,
     },
+    /// The light probes a run takes during its load, as a child process:
+    /// one JSON line of timings every `every_ms`, until stdin closes.
+    #[command(hide = true)]
+    During {
+        #[arg(long, default_value_t = 5000)]
+        every_ms: u64,
+    },
     /// Probes the host now and prints its index against the reference.
     Probe {
         #[arg(long, default_value_t = 5)]
@@ -422,6 +429,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Host {
+            action: HostAction::During { every_ms },
+        } => host::during(std::time::Duration::from_millis(every_ms)),
         Command::Host {
             action: HostAction::Calibrate { probes, out },
         } => {

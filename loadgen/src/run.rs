@@ -153,8 +153,11 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
         Some(access) => Some(start_profile(scenario, access, &driver, &recorder, &dir)?),
         None => None,
     };
-    // The profiler's CPU is the run's own, shown as its own process.
+    // The profiler's and the light probes' CPU is the run's own, each
+    // shown as its own process.
     let profiler_pid = recording.as_ref().and_then(|r| r.pid());
+    let during_probes = crate::host::DuringProbes::start(HOST_PROBE_EVERY)?;
+    let probe_pid = during_probes.pid();
     let sampler_stop = button_infra::CancellationToken::new();
     let sampler = {
         let pids_of = driver.clone();
@@ -176,6 +179,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
                 pids: Box::new(move || {
                     let mut pids = pids_of.pids();
                     pids.extend(profiler_pid.map(|p| ("perf".to_owned(), p)));
+                    pids.insert(crate::host::DURING_PROCESS.to_owned(), probe_pid);
                     pids
                 }),
             },
@@ -200,7 +204,6 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Ru
     let connected = recorder.listeners_connected.load(Ordering::Relaxed);
     let connect_s = listeners_started.elapsed().as_secs_f64();
     let (memory_connected, _) = service_memory(&driver);
-    let during_probes = crate::host::DuringProbes::start(HOST_PROBE_EVERY);
     crate::load::run(
         recorder.clone(),
         target,

@@ -85,12 +85,54 @@ fn only_run(out: &Path) -> (Value, PathBuf) {
     (summary, dir)
 }
 
+/// The machine's busy share of all cores over `window`, from /proc/stat.
+fn busy_share(window: std::time::Duration) -> f64 {
+    let read = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // idle and iowait are the idle columns.
+        let idle = cpu[3] + cpu.get(4).copied().unwrap_or(0);
+        (cpu.iter().sum(), idle)
+    };
+    let (total_a, idle_a) = read();
+    std::thread::sleep(window);
+    let (total_b, idle_b) = read();
+    let total = (total_b - total_a).max(1) as f64;
+    1.0 - (idle_b - idle_a) as f64 / total
+}
+
+/// Waits (up to a minute) for the machine to be quiet: servers other tests
+/// stopped may still be winding down, and their CPU would be this run's
+/// foreign CPU.
+fn wait_for_a_quiet_machine() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let busy = busy_share(std::time::Duration::from_secs(1));
+        if busy < 0.05 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the machine stayed busy ({:.0}% of its cores over the last second): this test measures foreign CPU and needs it quiet",
+            busy * 100.0
+        );
+    }
+}
+
 #[test]
 fn a_run_under_a_cpu_quota_is_flagged_by_its_host_index_while_steal_and_foreign_stay_near_zero() {
     let out = tempfile::tempdir().unwrap();
     let scenario = out.path().join("host-probe.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
 
+    wait_for_a_quiet_machine();
     // The reference, unthrottled, in the run's own folder.
     let calibrate = loadgen()
         .args(["host", "calibrate", "--probes", "5", "--out"])
@@ -155,6 +197,14 @@ fn a_run_under_a_cpu_quota_is_flagged_by_its_host_index_while_steal_and_foreign_
             .iter()
             .any(|r| r.contains("steal") || r.contains("foreign")),
         "{reasons:?}"
+    );
+    // The light probes ran as their own process, not billed to the generator.
+    assert!(
+        summary["cost_us_per_press"]
+            .as_object()
+            .is_some_and(|c| c.contains_key("host-probe")),
+        "no host-probe process in the run's costs: {}",
+        summary["cost_us_per_press"]
     );
     // The light probes during the load saw it too.
     assert!(
