@@ -17,6 +17,7 @@
 //! a stored baseline instead ([`stored`]): rounds of the base recorded
 //! earlier, paired with the head's rounds now, under a looser threshold.
 
+pub mod ir;
 pub mod stored;
 
 use anyhow::{Context, bail};
@@ -509,14 +510,14 @@ fn keep(built: &Path, copy: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The head's usual target folder: `CARGO_TARGET_DIR` or `<head>/target`.
-fn head_target(head: &Path) -> PathBuf {
+pub(crate) fn head_target(head: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| head.join("target"))
 }
 
 /// `cargo bench --no-run` in `dir`; the bench executable's path.
-fn build(
+pub(crate) fn build(
     dir: &Path,
     target: &Path,
     side: &'static str,

@@ -9,7 +9,7 @@ use button_domain::Snapshot;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use loadgen::measure::Series;
 use loadgen::recorder::Recorder;
-use loadgen::schedule::{PhasePlan, Plan};
+use loadgen::schedule::Plan;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -32,18 +32,7 @@ fn record(c: &mut Criterion) {
 
 /// 1,024 presses through the recorder, then the state that covers them.
 fn per_press(c: &mut Criterion) {
-    let plan = Plan {
-        phases: vec![PhasePlan {
-            name: "steady".into(),
-            start: Duration::ZERO,
-            end: Duration::from_secs(3600),
-            rate: Some(20_000.0),
-            users: None,
-            ramp_s: 0,
-            warmup: false,
-            endpoint: loadgen::scenario::Endpoint::Press,
-        }],
-    };
+    let plan = Plan::steady(20_000.0, Duration::from_secs(3600));
     let accepted: Vec<Accepted> = (0..1024i64)
         .map(|i| Accepted {
             request_id: format!("0191f3b2-7c1e-7000-8000-{i:012x}"),

@@ -33,6 +33,46 @@ pub struct AbArgs {
     pub seed: Option<u64>,
     /// Extra `loadgen run` flags for every run (e.g. `--profile service`).
     pub profile: Vec<String>,
+    /// Fail (after storing) on a large, confident regression of B: see
+    /// [`canary_failures`].
+    pub canary: bool,
+}
+
+/// The canary's rule: B's CPU a press in the service or the reducer above
+/// this times A's, with the whole 95% interval above it...
+pub const CANARY_CPU: f64 = 1.25;
+/// ... or its p99 from press to SSE frame above this times A's.
+pub const CANARY_P99: f64 = 1.5;
+
+/// The metrics on which B regressed beyond the canary's rule: only where
+/// the interval's lower end is past the limit, so a noisy pair cannot
+/// fail CI, and a smaller or unsure change is reported, not failed.
+pub fn canary_failures(metrics: &[Comparison]) -> Vec<String> {
+    metrics
+        .iter()
+        .filter_map(|m| {
+            let name = m.metric.rsplit(": ").next().unwrap_or(&m.metric);
+            let limit = if name.starts_with("CPU-µs/press service")
+                || name.starts_with("CPU-µs/press reducer")
+            {
+                CANARY_CPU
+            } else if name.starts_with("press→SSE p99") {
+                CANARY_P99
+            } else {
+                return None;
+            };
+            let low = m.low?;
+            (low > limit).then(|| {
+                format!(
+                    "{}: B is {:.2}x A (interval {:.2}-{:.2}), limit {limit}x",
+                    m.metric,
+                    m.ratio.unwrap_or(low),
+                    low,
+                    m.high.unwrap_or(low)
+                )
+            })
+        })
+        .collect()
 }
 
 /// One side of the comparison as built.
@@ -176,6 +216,19 @@ pub async fn run(args: AbArgs) -> anyhow::Result<PathBuf> {
     let md = markdown(&ab, &dir.file_name().unwrap_or_default().to_string_lossy());
     std::fs::write(dir.join("ab.md"), &md)?;
     println!("{md}");
+    if args.canary {
+        let failures = canary_failures(&ab.metrics);
+        anyhow::ensure!(
+            failures.is_empty(),
+            "canary: B regressed beyond the limits ({} stored):\n  {}",
+            dir.display(),
+            failures.join("\n  ")
+        );
+        eprintln!(
+            "canary: no regression of B beyond {CANARY_CPU}x CPU a press (service, reducer) or {CANARY_P99}x p99 press to SSE; {} metric(s) differ (above)",
+            ab.differing
+        );
+    }
     Ok(dir)
 }
 
@@ -701,6 +754,42 @@ mod tests {
         assert_eq!(host.pairs.len(), 1);
         // A single steady step has no per-step rows.
         assert!(!names.iter().any(|n| n.starts_with("steady:")));
+    }
+
+    #[test]
+    fn the_canary_fails_only_a_large_confident_regression_of_the_service_reducer_or_p99() {
+        let c = |metric: &str, pairs: Vec<(f64, f64)>| Comparison::of(metric, Better::Lower, pairs);
+        let metrics = vec![
+            // 1.4x, every pair: fails.
+            c(
+                "8000/s: CPU-µs/press service-0",
+                vec![(20.0, 28.0), (21.0, 29.5), (19.5, 27.2)],
+            ),
+            // 1.1x, confident: reported, not failed.
+            c(
+                "8000/s: CPU-µs/press reducer",
+                vec![(10.0, 11.0), (10.2, 11.2), (9.9, 10.9)],
+            ),
+            // 1.6x on average but unsure: not failed.
+            c(
+                "8000/s: press→SSE p99 (ms)",
+                vec![(50.0, 40.0), (50.0, 150.0), (50.0, 70.0)],
+            ),
+            // The generator's CPU is not the canary's business.
+            c(
+                "8000/s: CPU-µs/press loadgen",
+                vec![(20.0, 40.0), (20.0, 41.0), (20.0, 40.5)],
+            ),
+        ];
+        let failures = canary_failures(&metrics);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].starts_with("8000/s: CPU-µs/press service-0: B is 1.40x A"));
+        // p99 at 2x in every pair fails.
+        let p99 = c(
+            "press→SSE p99 (ms)",
+            vec![(50.0, 100.0), (52.0, 104.0), (49.0, 99.0)],
+        );
+        assert_eq!(canary_failures(&[p99]).len(), 1);
     }
 
     #[test]

@@ -143,6 +143,11 @@ pub enum Command {
         /// Profiles these processes in every run (as `run --profile`).
         #[arg(long, value_delimiter = ',')]
         profile: Vec<String>,
+        /// CI's end-to-end canary: exit 1 when B's CPU a press in the
+        /// service or reducer is confidently over 1.25x A's, or its p99
+        /// press to SSE over 1.5x (the whole interval past the limit).
+        #[arg(long)]
+        canary: bool,
     },
     /// Re-measures what SCALE.md's headline tables need, unattended: a
     /// plan's entries in rounds (every first repeat, then every second,
@@ -378,6 +383,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             sets_b,
             seed,
             profile,
+            canary,
         } => {
             let dir = ab::run(ab::AbArgs {
                 rev_a,
@@ -390,6 +396,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 sets_b,
                 seed,
                 profile,
+                canary,
             })
             .await?;
             eprintln!("stored in {}", dir.display());

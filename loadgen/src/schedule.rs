@@ -53,6 +53,22 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// One measured phase of presses at `rate` for `duration` (benches).
+    pub fn steady(rate: f64, duration: Duration) -> Plan {
+        Plan {
+            phases: vec![PhasePlan {
+                name: "steady".into(),
+                start: Duration::ZERO,
+                end: duration,
+                rate: Some(rate),
+                users: None,
+                ramp_s: 0,
+                warmup: false,
+                endpoint: Endpoint::Press,
+            }],
+        }
+    }
+
     pub fn of(scenario: &Scenario) -> Plan {
         let mut offset = Duration::ZERO;
         let phases = scenario
