@@ -58,12 +58,15 @@ fn router(warm: usize) -> (Runtime, Router) {
     (runtime, router)
 }
 
-// 100 presses, each a request through the router to its 202.
+// 500 presses, each a request through the router to its 202. The
+// allocator's bookkeeping varies by some 60k instructions between runs of
+// the same binary (heap state); over 500 presses that is 0.3%, over 100 it
+// was up to 1.5%, too close to the gate's 2%.
 #[library_benchmark]
-#[bench::presses_100(args = (16), setup = router)]
+#[bench::presses_500(args = (16), setup = router)]
 fn press_handler(input: (Runtime, Router)) -> (Runtime, Router) {
     let (runtime, router) = input;
-    for _ in 0..100 {
+    for _ in 0..500 {
         press(&runtime, &router);
     }
     (runtime, router)
