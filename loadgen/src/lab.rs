@@ -690,7 +690,12 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
         fresh
     });
     let mut sections = BTreeMap::new();
-    sections.insert("stale", stale_section(&stale));
+    // The list itself lives beside the runs: in SCALE.md it outgrew every
+    // table a reader came for.
+    let index = experiments.join(STALE_INDEX);
+    std::fs::write(&index, stale_index(&stale))
+        .with_context(|| format!("writing {}", index.display()))?;
+    sections.insert("stale", stale_section(stale.len()));
     sections.insert("runs", runs_table(&runs));
     sections.insert("ab", crate::ab::section(experiments)?);
     repeats.retain(|(_, r)| {
@@ -752,14 +757,27 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stale_section(stale: &[(String, String)]) -> String {
-    if stale.is_empty() {
+/// The index of stale runs that `report` writes under `experiments/`.
+pub const STALE_INDEX: &str = "STALE.md";
+
+fn stale_section(count: usize) -> String {
+    if count == 0 {
         return "None: every stored run measured the code at HEAD.\n".to_owned();
     }
-    let mut md = format!(
-        "{} stored runs and sweeps measured other code than HEAD's and are left out of the tables above:\n\n| run | why stale |\n|---|---|\n",
-        stale.len()
+    format!(
+        "{count} stored runs and sweeps measured other code than HEAD's and are left out of the tables above; `experiments/{STALE_INDEX}` lists each with the reason.\n"
+    )
+}
+
+fn stale_index(stale: &[(String, String)]) -> String {
+    let mut md = String::from(
+        "# Stale runs\n\nWritten by `loadgen report`: the stored runs and sweeps that measured other code than HEAD's (a component they started has changed since), left out of SCALE.md's tables and kept for the record.\n\n",
     );
+    if stale.is_empty() {
+        md.push_str("None: every stored run measured the code at HEAD.\n");
+        return md;
+    }
+    md.push_str("| run | why stale |\n|---|---|\n");
     for (name, reason) in stale {
         let _ = writeln!(md, "| `{name}` | {reason} |");
     }
@@ -1520,6 +1538,38 @@ pub fn html_pages(experiments: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_runs_are_counted_in_scale_md_and_listed_with_the_reason_in_their_index() {
+        let stale = vec![
+            (
+                "2026-11-29T063106Z-ramp-r1".to_owned(),
+                "its service changed since".to_owned(),
+            ),
+            (
+                "2026-11-22T071819Z-sweep-sweep".to_owned(),
+                "its runs are stale".to_owned(),
+            ),
+        ];
+        let section = stale_section(stale.len());
+        assert!(section.starts_with("2 stored runs"), "{section}");
+        assert!(section.contains("`experiments/STALE.md`"), "{section}");
+        assert!(
+            !section.contains("ramp-r1"),
+            "the list is not in SCALE.md: {section}"
+        );
+        let index = stale_index(&stale);
+        assert!(
+            index.contains("| `2026-11-29T063106Z-ramp-r1` | its service changed since |"),
+            "{index}"
+        );
+        assert!(
+            index.contains("| `2026-11-22T071819Z-sweep-sweep` | its runs are stale |"),
+            "{index}"
+        );
+        assert!(stale_section(0).starts_with("None"));
+        assert!(stale_index(&[]).contains("None"));
+    }
 
     #[test]
     fn the_fanout_section_groups_runs_by_transport_instances_and_setting_with_their_spread() {
