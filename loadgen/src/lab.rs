@@ -760,9 +760,11 @@ pub fn report(experiments: &Path, scale: &Path) -> anyhow::Result<()> {
 /// The index of stale runs that `report` writes under `experiments/`.
 pub const STALE_INDEX: &str = "STALE.md";
 
+const NONE_STALE: &str = "None: every stored run measured the code at HEAD.\n";
+
 fn stale_section(count: usize) -> String {
     if count == 0 {
-        return "None: every stored run measured the code at HEAD.\n".to_owned();
+        return NONE_STALE.to_owned();
     }
     format!(
         "{count} stored runs and sweeps measured other code than HEAD's and are left out of the tables above; `experiments/{STALE_INDEX}` lists each with the reason.\n"
@@ -774,7 +776,7 @@ fn stale_index(stale: &[(String, String)]) -> String {
         "# Stale runs\n\nWritten by `loadgen report`: the stored runs and sweeps that measured other code than HEAD's (a component they started has changed since), left out of SCALE.md's tables and kept for the record.\n\n",
     );
     if stale.is_empty() {
-        md.push_str("None: every stored run measured the code at HEAD.\n");
+        md.push_str(NONE_STALE);
         return md;
     }
     md.push_str("| run | why stale |\n|---|---|\n");
